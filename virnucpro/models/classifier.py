@@ -1,0 +1,101 @@
+"""The VirNucPro MLP classifier (3328 -> 512 -> 2) and its loaders.
+
+The original `train.py` saved whole modules with `torch.save(model)`, so its
+`300_model.pth`/`500_model.pth` are pickles of `__main__.MLPClassifier`.  We read
+them with `weights_only=True` and an allow-list that maps that one class name to
+ours: a pickle that asks for any other global is refused, so loading a checkpoint
+never runs arbitrary code.
+"""
+from __future__ import annotations
+
+import re
+from pathlib import Path
+
+import torch
+import torch.nn as nn
+from safetensors.torch import load_file, save_file
+
+from virnucpro.errors import ModelLoadError
+
+
+class MLPClassifier(nn.Module):
+    # Attribute names are the original's: they are the state-dict keys of its checkpoints.
+    def __init__(self, input_dim: int = 3328, hidden_dim: int = 512, num_class: int = 2):
+        super().__init__()
+        self.hidden_layer = nn.Linear(input_dim, hidden_dim)
+        self.bn1 = nn.BatchNorm1d(hidden_dim)
+        self.output_layer = nn.Linear(hidden_dim, num_class)
+        self.dropout = nn.Dropout(0.5)
+
+    @property
+    def input_dim(self) -> int:
+        return self.hidden_layer.in_features
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        x = self.dropout(torch.relu(self.bn1(self.hidden_layer(x))))
+        return self.output_layer(x)
+
+
+_ALLOWED = [(MLPClassifier, "__main__.MLPClassifier"), nn.Linear, nn.BatchNorm1d, nn.Dropout, set]
+
+
+def _from_state_dict(state: dict[str, torch.Tensor], path: Path) -> MLPClassifier:
+    try:
+        hidden, inp = state["hidden_layer.weight"].shape
+        num_class = state["output_layer.weight"].shape[0]
+        model = MLPClassifier(inp, hidden, num_class)
+        model.load_state_dict(state, strict=True)
+    except (KeyError, RuntimeError, ValueError) as e:
+        raise ModelLoadError(f"{path}: not a VirNucPro classifier ({str(e).splitlines()[0]})") from None
+    return model.eval()
+
+
+def _load_pickle(path: Path) -> dict[str, torch.Tensor]:
+    try:
+        with torch.serialization.safe_globals(_ALLOWED):
+            obj = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as e:  # torch raises UnpicklingError, RuntimeError or zip errors
+        found = re.search(r"Unsupported global: GLOBAL ([\w.]+)", str(e))
+        if found:
+            raise ModelLoadError(
+                f"{path}: refusing to load: the pickle asks for '{found.group(1)}', "
+                "which is not on the allow-list (only the original MLPClassifier format is accepted)"
+            ) from None
+        raise ModelLoadError(f"{path}: cannot read classifier checkpoint ({str(e).splitlines()[0]})") from None
+    if isinstance(obj, nn.Module):
+        obj = obj.state_dict()
+    if not isinstance(obj, dict):
+        raise ModelLoadError(f"{path}: expected a pickled MLPClassifier or a state dict, found {type(obj).__name__}")
+    return obj
+
+
+def load_classifier(path: str | Path) -> MLPClassifier:
+    """Load an original-format `.pth` or our `.safetensors`; returns an eval-mode model on the CPU."""
+    path = Path(path)
+    if not path.is_file():
+        raise ModelLoadError(f"{path}: classifier checkpoint not found")
+    if path.suffix == ".safetensors":
+        try:
+            state = load_file(str(path))
+        except Exception as e:
+            raise ModelLoadError(f"{path}: cannot read safetensors file ({str(e).splitlines()[0]})") from None
+    else:
+        state = _load_pickle(path)
+    return _from_state_dict(state, path)
+
+
+def save_classifier(model: MLPClassifier, path: str | Path) -> None:
+    save_file({k: v.contiguous() for k, v in model.state_dict().items()}, str(path))
+
+
+def random_classifier(input_dim: int, hidden_dim: int, num_class: int = 2, seed: int = 0) -> MLPClassifier:
+    """A seeded random classifier with non-trivial BatchNorm statistics, for runs without trained weights."""
+    gen = torch.Generator().manual_seed(seed)
+    model = MLPClassifier(input_dim, hidden_dim, num_class)
+    with torch.no_grad():
+        for p in model.parameters():
+            p.copy_(torch.randn(p.shape, generator=gen) * (1.0 / p.shape[-1] ** 0.5))
+        model.bn1.weight.add_(1.0)
+        model.bn1.running_mean.copy_(torch.randn(hidden_dim, generator=gen) * 0.1)
+        model.bn1.running_var.copy_(torch.rand(hidden_dim, generator=gen) + 0.5)
+    return model.eval()
