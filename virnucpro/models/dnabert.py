@@ -1,0 +1,251 @@
+"""DNABERT-S (a MosaicBERT: ALiBi attention, GLU feed-forward, post-LN), inference only.
+
+Batches are packed: B sequences concatenated into T tokens with `cu_seqlens`, so the
+linear layers never see padding.  `embed_packed` gives what the original VirNucPro
+computes per sequence: the mean of the last hidden state over all of its tokens,
+[CLS] and [SEP] included.
+"""
+from __future__ import annotations
+
+import glob
+import json
+import os
+import re
+from pathlib import Path
+
+import torch
+import torch.nn as nn
+import torch.nn.functional as F
+from tokenizers import Tokenizer
+
+from virnucpro.errors import ModelLoadError
+from virnucpro.models.alibi import PackedLayout, alibi_slopes, packed_alibi_attention
+from virnucpro.presets import PRESETS
+from virnucpro.runner import pack  # noqa: F401  (re-exported: tokens -> packed batch)
+
+HF_NAME = "zhihan1996/DNABERT-S"
+STAND_IN_TOKENIZER = Path(__file__).resolve().parents[1] / "data" / "dna_tokenizer.json"
+
+
+class Layer(nn.Module):
+    def __init__(self, dim: int, heads: int, hidden: int, eps: float):
+        super().__init__()
+        self.heads = heads
+        self.qkv = nn.Linear(dim, 3 * dim)
+        self.attn_out = nn.Linear(dim, dim)
+        self.attn_norm = nn.LayerNorm(dim, eps=eps)
+        self.gated = nn.Linear(dim, 2 * hidden, bias=False)
+        self.wo = nn.Linear(hidden, dim)
+        self.mlp_norm = nn.LayerNorm(dim, eps=eps)
+
+    def forward(self, x: torch.Tensor, layout: PackedLayout, slopes: torch.Tensor) -> torch.Tensor:
+        T, D = x.shape
+        q, k, v = self.qkv(x).view(T, 3, self.heads, D // self.heads).unbind(1)
+        a = packed_alibi_attention(q, k, v, layout.cu_seqlens, layout.max_seqlen, slopes, layout=layout)
+        x = self.attn_norm(x + self.attn_out(a.reshape(T, D)))
+        gate, value = self.gated(x).chunk(2, dim=-1)
+        return self.mlp_norm(x + self.wo(F.gelu(gate) * value))
+
+
+class DNABERTS(nn.Module):
+    def __init__(self, num_layers: int = 12, hidden_size: int = 768, num_heads: int = 12,
+                 intermediate_size: int = 3072, vocab_size: int = 4096, type_vocab_size: int = 2,
+                 layer_norm_eps: float = 1e-12):
+        super().__init__()
+        if hidden_size % num_heads:
+            raise ValueError(f"hidden size {hidden_size} is not a multiple of {num_heads} heads")
+        self.num_heads, self.dim = num_heads, hidden_size
+        self.embed = nn.Embedding(vocab_size, hidden_size)
+        # Every token has type 0; the table is kept so that checkpoints load unchanged.
+        self.token_type = nn.Embedding(type_vocab_size, hidden_size)
+        self.embed_norm = nn.LayerNorm(hidden_size, eps=layer_norm_eps)
+        self.layers = nn.ModuleList(
+            Layer(hidden_size, num_heads, intermediate_size, layer_norm_eps) for _ in range(num_layers)
+        )
+
+    def forward(self, tokens: torch.Tensor, cu_seqlens: torch.Tensor, max_seqlen: int) -> torch.Tensor:
+        """tokens [T] -> last hidden state [T, D]."""
+        x = self.embed_norm(self.embed(tokens) + self.token_type.weight[0])
+        layout = PackedLayout(cu_seqlens, max_seqlen, tokens.shape[0])
+        slopes = alibi_slopes(self.num_heads, device=tokens.device)
+        for layer in self.layers:
+            x = layer(x, layout, slopes)
+        return x
+
+    def embed_packed(self, tokens: torch.Tensor, cu_seqlens: torch.Tensor, max_seqlen: int) -> torch.Tensor:
+        """[B, D] float32: per-sequence mean of the last hidden state, summed in fp32."""
+        h = self(tokens, cu_seqlens, max_seqlen).float()
+        lengths = cu_seqlens.long().diff()
+        seq_id = torch.repeat_interleave(torch.arange(len(lengths), device=h.device), lengths,
+                                         output_size=h.shape[0])
+        sums = h.new_zeros(len(lengths), h.shape[1]).index_add_(0, seq_id, h)
+        return sums / lengths[:, None].float()
+
+
+# ---------------------------------------------------------------- checkpoints
+
+# MosaicBERT key (without "bert.") -> ours.  Pooler and MLM-head weights are unused.
+_RENAMES = [
+    (r"embeddings\.word_embeddings\.", "embed."),
+    (r"embeddings\.token_type_embeddings\.", "token_type."),
+    (r"embeddings\.LayerNorm\.", "embed_norm."),
+    (r"encoder\.layer\.(\d+)\.attention\.self\.Wqkv\.", r"layers.\1.qkv."),
+    (r"encoder\.layer\.(\d+)\.attention\.output\.dense\.", r"layers.\1.attn_out."),
+    (r"encoder\.layer\.(\d+)\.attention\.output\.LayerNorm\.", r"layers.\1.attn_norm."),
+    (r"encoder\.layer\.(\d+)\.mlp\.gated_layers\.", r"layers.\1.gated."),
+    (r"encoder\.layer\.(\d+)\.mlp\.wo\.", r"layers.\1.wo."),
+    (r"encoder\.layer\.(\d+)\.mlp\.layernorm\.", r"layers.\1.mlp_norm."),
+]
+_IGNORED = re.compile(r"(pooler|cls)\.")
+
+
+def convert_state_dict(state: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+    out, unknown = {}, []
+    for key, value in state.items():
+        key = key.removeprefix("bert.")
+        if _IGNORED.match(key):
+            continue
+        for pattern, repl in _RENAMES:
+            new, n = re.subn("^" + pattern, repl, key)
+            if n:
+                out[new] = value
+                break
+        else:
+            unknown.append(key)
+    if unknown:
+        raise ModelLoadError(f"unexpected DNABERT-S weights: {', '.join(unknown[:5])}")
+    return out
+
+
+def config_from_json(path: Path) -> dict:
+    cfg = json.loads(path.read_text())
+    if cfg.get("hidden_act", "gelu") != "gelu":
+        raise ModelLoadError(f"{path}: hidden_act {cfg['hidden_act']!r} is not supported (expected gelu)")
+    try:
+        return dict(num_layers=cfg["num_hidden_layers"], hidden_size=cfg["hidden_size"],
+                    num_heads=cfg["num_attention_heads"], intermediate_size=cfg["intermediate_size"],
+                    vocab_size=cfg["vocab_size"], type_vocab_size=cfg.get("type_vocab_size", 2),
+                    layer_norm_eps=cfg.get("layer_norm_eps", 1e-12))
+    except KeyError as e:
+        raise ModelLoadError(f"{path}: missing {e} in the model config") from None
+
+
+def _read_weights(folder: Path) -> dict[str, torch.Tensor]:
+    st, pt = folder / "model.safetensors", folder / "pytorch_model.bin"
+    try:
+        if st.is_file():
+            from safetensors.torch import load_file
+
+            return load_file(str(st))
+        return torch.load(pt, map_location="cpu", weights_only=True)
+    except Exception as e:
+        raise ModelLoadError(f"{folder}: cannot read DNABERT-S weights ({str(e).splitlines()[0]})") from None
+
+
+def _hub_caches() -> list[Path]:
+    caches = []
+    if os.environ.get("HUGGINGFACE_HUB_CACHE"):
+        caches.append(Path(os.environ["HUGGINGFACE_HUB_CACHE"]))
+    if os.environ.get("HF_HOME"):
+        caches.append(Path(os.environ["HF_HOME"]) / "hub")
+    caches.append(Path.home() / ".cache" / "huggingface" / "hub")
+    return list(dict.fromkeys(caches))
+
+
+def _is_snapshot(folder: Path) -> bool:
+    return (folder / "config.json").is_file() and (
+        (folder / "model.safetensors").is_file() or (folder / "pytorch_model.bin").is_file())
+
+
+def find_snapshot(source: str) -> Path:
+    """A folder as given, else a model name in the Hugging Face cache."""
+    looked = []
+    folder = Path(source).expanduser()
+    if folder.is_dir() and _is_snapshot(folder):
+        return folder
+    looked.append(str(folder))
+    if "/" in source and not source.startswith((".", "/", "~")):
+        repo = "models--" + source.replace("/", "--")
+        for cache in _hub_caches():
+            ref = cache / repo / "refs" / "main"
+            snaps = [cache / repo / "snapshots" / ref.read_text().strip()] if ref.is_file() else []
+            snaps += sorted(Path(p) for p in glob.glob(str(cache / repo / "snapshots" / "*")))
+            found = next((s for s in snaps if _is_snapshot(s)), None)
+            if found:
+                return found
+            looked.append(str(cache / repo / "snapshots" / "*"))
+    raise ModelLoadError(
+        f"DNABERT-S weights not found for {source!r}; looked in: {'; '.join(looked)}. "
+        f"A snapshot folder needs config.json, pytorch_model.bin or model.safetensors, and tokenizer.json. "
+        f"To get it, run `huggingface-cli download {HF_NAME}` on a machine with network access "
+        f"and pass the downloaded folder (or copy the Hugging Face cache over), "
+        f"or use random:tiny / random:full for untrained weights"
+    )
+
+
+def load_tokenizer(path: Path) -> Tokenizer:
+    try:
+        tok = Tokenizer.from_file(str(path))
+    except Exception as e:
+        raise ModelLoadError(f"{path}: cannot read tokenizer ({str(e).splitlines()[0]})") from None
+    # The published file pads and truncates to 2000; VirNucPro encodes one sequence
+    # at a time, which means neither.
+    tok.no_padding()
+    tok.no_truncation()
+    return tok
+
+
+def tokenize(tok: Tokenizer, seqs: list[str]) -> list[list[int]]:
+    """Token ids per sequence, [CLS] and [SEP] included."""
+    return [e.ids for e in tok.encode_batch(list(seqs))]
+
+
+def _random_init_(model: DNABERTS, seed: int, device: torch.device) -> None:
+    gen = torch.Generator(device=device).manual_seed(seed)
+    for module in model.modules():
+        if isinstance(module, (nn.Linear, nn.Embedding)):
+            module.weight.normal_(0.0, 0.02, generator=gen)
+            if getattr(module, "bias", None) is not None:
+                module.bias.zero_()
+        elif isinstance(module, nn.LayerNorm):
+            module.weight.fill_(1.0)
+            module.bias.zero_()
+
+
+def load_dnabert(source: str, device="cpu", dtype: torch.dtype = torch.float32, seed: int = 0):
+    """-> (model in eval mode, tokenizer, info).  `source`: a snapshot folder, a Hugging
+    Face model name looked up in the local cache, or `random:<preset>`."""
+    device = torch.device(device)
+    if source.startswith("random:"):
+        preset = source.split(":", 1)[1]
+        if preset not in PRESETS:
+            raise ModelLoadError(f"unknown preset {preset!r} in {source!r}; choose from {', '.join(PRESETS)}")
+        cfg = PRESETS[preset]["dnabert"]
+        with torch.device("meta"):
+            model = DNABERTS(**cfg).to(dtype)
+        # Materialise straight on the target device: a full model never passes through host memory.
+        model.to_empty(device=device)
+        with torch.no_grad():
+            _random_init_(model, seed, device)
+        tok_path, kind, info_src = STAND_IN_TOKENIZER, "random", source
+    else:
+        folder = find_snapshot(source)
+        tok_path = folder / "tokenizer.json"
+        if not tok_path.is_file():
+            raise ModelLoadError(f"{folder}: tokenizer.json is missing")
+        cfg = config_from_json(folder / "config.json")
+        state = {k: v.to(device=device, dtype=dtype) for k, v in convert_state_dict(_read_weights(folder)).items()}
+        with torch.device("meta"):
+            model = DNABERTS(**cfg)
+        try:
+            model.load_state_dict(state, strict=True, assign=True)
+        except RuntimeError as e:
+            raise ModelLoadError(f"{folder}: weights do not fit the config ({str(e).splitlines()[0]} ...)") from None
+        kind, info_src = "hf", str(folder.resolve())
+    info = {
+        "source": info_src, "kind": kind, "layers": cfg["num_layers"], "dim": cfg["hidden_size"],
+        "tokenizer": "stand-in" if kind == "random" else str(tok_path.resolve()),
+    }
+    if kind == "random":
+        info["seed"] = seed
+    return model.eval(), load_tokenizer(tok_path), info
