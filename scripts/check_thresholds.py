@@ -1,0 +1,434 @@
+#!/usr/bin/env python
+"""Check the multi-GPU asv benchmark results of one machine against benchmarks/thresholds.toml.
+
+Reads asv's files directly (results schema 2, as written by asv 0.6): results/benchmarks.json
+and results/<machine>/<commit[:8]>-<env>.json. In a result row a benchmark that raised
+NotImplementedError (skipped, e.g. fewer GPUs than asked for) is NaN and counts as not measured;
+one that raised anything else is null and counts as a failed run.
+
+Result entries whose benchmark version differs from benchmarks.json measure older code: they are
+ignored with a note, and if every entry of the commit is like that, nothing is checkable (exit 2).
+
+Bottleneck shares assume every stage's track_throughput counts the same items (input sequences),
+so a stage's time per item is 1/throughput and its share is that over the sum across stages.
+They are computed at every GPU count measured, and only reported: they never fail the check.
+
+Exit status: 0 every measured check passes; 1 a check fails or a benchmark run failed;
+2 no results for the machine/commit, an unreadable results or thresholds file, or only stale results.
+"""
+from __future__ import annotations
+
+import argparse
+import ast
+import itertools
+import json
+import math
+import subprocess
+import sys
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+try:
+    import tomllib
+except ModuleNotFoundError:  # Python 3.10
+    import tomli as tomllib
+
+PASS, FAIL, FAILED_RUN, NOT_MEASURED = "pass", "FAIL", "failed run", "not measured"
+MISSING = object()  # no result row at all for these parameters
+
+
+class DataError(Exception):
+    """The results cannot be checked (exit 2)."""
+
+
+@dataclass
+class Row:
+    check: str
+    metric: str
+    value: float | None
+    threshold: str
+    status: str
+    unit: str = ""
+
+
+@dataclass
+class Series:
+    """One benchmark's results: decoded parameter tuple (in param_names order) -> value."""
+    name: str
+    param_names: list
+    values: dict
+
+    def get(self, **want):
+        names = [n for n in want if n in self.param_names]
+        for key, value in self.values.items():
+            if all(key[self.param_names.index(n)] == want[n] for n in names):
+                return value
+        return MISSING
+
+    def grid(self, name) -> list:
+        if name not in self.param_names:
+            return []
+        i = self.param_names.index(name)
+        return sorted({key[i] for key in self.values})
+
+
+def load_json(path: Path):
+    try:
+        return json.loads(path.read_text())
+    except (OSError, ValueError) as exc:
+        raise DataError(f"cannot read {path}: {exc}") from exc
+
+
+def decode(param: str):
+    """asv stores parameter values as their repr: "1", "True", "'dnabert'"."""
+    try:
+        return ast.literal_eval(param)
+    except (ValueError, SyntaxError):
+        return param
+
+
+def git(repo: str, *args) -> str | None:
+    try:
+        return subprocess.run(["git", "-C", repo, *args], capture_output=True, text=True, check=True).stdout.strip()
+    except (OSError, subprocess.CalledProcessError):
+        return None
+
+
+def commit_files(results_dir: Path, machine: str) -> dict:
+    """Result files of the machine, grouped by the 8-character commit prefix of their name."""
+    folder = results_dir / machine
+    groups: dict = {}
+    for path in sorted(folder.glob("*.json")) if folder.is_dir() else []:
+        if path.name != "machine.json":
+            groups.setdefault(path.name.split("-")[0], []).append(path)
+    if not groups:
+        raise DataError(f"no results for machine {machine!r} in {folder}")
+    return groups
+
+
+def select_commit(groups: dict, commit: str | None, repo: str, notes: list) -> str:
+    """The 8-character prefix of `commit` (a hash, its prefix or a git ref); default: newest on main."""
+    if commit is not None:
+        full = git(repo, "rev-parse", "--verify", "--quiet", f"{commit}^{{commit}}") or commit
+        matches = [p for p in groups if p.startswith(full[:8])]
+        if len(matches) != 1:
+            raise DataError(f"{len(matches) or 'no'} result sets match commit {commit!r}")
+        return matches[0]
+    for full in (git(repo, "rev-list", "main") or "").split():
+        if full[:8] in groups:
+            return full[:8]
+    notes.append("no results for a commit on branch main (or no git repository): newest by commit date")
+    return max(groups, key=lambda p: max(date_of(load_json(f)) for f in groups[p]))
+
+
+def date_of(data) -> int:
+    return (data.get("date") if isinstance(data, dict) else None) or 0
+
+
+def load_run(paths: list, benchmarks: dict, notes: list) -> tuple[dict, dict]:
+    """(commit info, {name: Series}) from the result files of one commit (one per environment)."""
+    entries, info, stale = {}, {}, []
+    for path in paths:
+        data = load_json(path)
+        if not isinstance(data, dict) or data.get("version") != 2 or "result_columns" not in data:
+            raise DataError(f"{path} is not an asv results file of schema version 2")
+        info = {"commit": data.get("commit_hash"), "date": data.get("date")}
+        for name, row in data.get("results", {}).items():
+            entry = dict(zip(data["result_columns"], row))
+            if (entries.get(name, {}).get("started_at") or 0) <= (entry.get("started_at") or 0):
+                entries[name] = entry
+    series = {}
+    for name, entry in entries.items():
+        meta = benchmarks.get(name)
+        params = entry.get("params") or []
+        if meta is None or entry.get("version") not in (None, meta.get("version")) \
+                or len(params) != len(meta.get("param_names", [])):
+            stale.append(name)
+            continue
+        keys = list(itertools.product(*([decode(p) for p in values] for values in params)))
+        result = entry.get("result")
+        result = [None] * len(keys) if result is None else result  # asv writes a wholly failed benchmark as null
+        series[name] = Series(name, list(meta["param_names"]), dict(zip(keys, result)))
+    if stale:
+        notes.append(f"ignored {len(stale)} result(s) whose version or parameters differ from benchmarks.json: "
+                     f"{', '.join(sorted(stale))}")
+        if not series:
+            raise DataError(f"every result of commit {info.get('commit')} is stale against benchmarks.json")
+    return info, series
+
+
+def find(series: dict, method: str, notes: list) -> Series | None:
+    """The benchmark whose name ends in `method`, whatever module or class holds it."""
+    names = sorted(n for n in series if n.rsplit(".", 1)[-1] == method)
+    if len(names) > 1:
+        notes.append(f"several benchmarks named {method}: used {names[0]}")
+    return series[names[0]] if names else None
+
+
+def status_of(*values) -> str | None:
+    if any(v is None for v in values):
+        return FAILED_RUN
+    if any(v is MISSING or math.isnan(v) for v in values):
+        return NOT_MEASURED
+    return None
+
+
+def judged(row: Row, n_gpus: int, require: int) -> Row:
+    if row.status == NOT_MEASURED and n_gpus <= require:
+        row.status = FAIL
+    return row
+
+
+def finite(value) -> float | None:
+    return float(value) if isinstance(value, (int, float)) and math.isfinite(value) else None
+
+
+def lookup(s: Series | None, **want):
+    return MISSING if s is None else s.get(**want)
+
+
+def scaling_checks(series: dict, cfg: dict, require: int, notes: list) -> tuple[list, dict]:
+    """Speedup rows and the curves to plot ({label: {n_gpus: speedup}})."""
+    minimum = cfg["speedup"]
+    predict, throughput = find(series, "time_predict", notes), find(series, "track_throughput", notes)
+    metrics = [("time_predict speedup (persistent models)",
+                lambda n: lookup(predict, n_gpus=n, persistent_models=True), True)]
+    metrics += [(f"{stage} throughput scaling", lambda n, s=stage: lookup(throughput, stage=s, n_gpus=n), False)
+                for stage in cfg["scaling"]["stages"]]
+    rows, curves = [], {}
+    for label, value, is_time in metrics:
+        curves[label] = {}
+        for n in sorted(minimum):
+            one, many = value(1), value(n)
+            status, ratio = status_of(one, many), None
+            if status is None:
+                num, den = (one, many) if is_time else (many, one)  # a time shrinks, a rate grows
+                ratio = num / den if den else math.inf
+                status = PASS if ratio >= minimum[n] else FAIL
+                curves[label][n] = ratio
+            row = Row("speedup", f"{label}, n_gpus={n}", ratio, f">= {minimum[n]:g}x", status, "x")
+            rows.append(judged(row, n, require))
+    return rows, curves
+
+
+def utilization_checks(series: dict, cfg: dict, require: int, notes: list) -> list:
+    least = float(cfg["utilization"]["min_percent"])
+    util = find(series, "track_gpu_utilization", notes)
+    counts = set(util.grid("n_gpus") if util else []) | {1} | set(cfg["speedup"])
+    rows = []
+    for stage in cfg["utilization"]["stages"]:
+        for n in sorted(counts):
+            value = lookup(util, stage=stage, n_gpus=n)
+            status = status_of(value) or (PASS if value >= least else FAIL)
+            rows.append(judged(Row("utilization", f"{stage} GPU utilization, n_gpus={n}", finite(value),
+                                   f">= {least:g}%", status, "%"), n, require))
+    return rows
+
+
+def direction(name: str, meta: dict, cfg: dict) -> str | None:
+    method = name.rsplit(".", 1)[-1]
+    if method in cfg["regression"]["higher_is_better"]:
+        return "higher"
+    if method in cfg["regression"]["lower_is_better"] or meta.get("type") in ("time", "mem", "peakmem"):
+        return "lower"
+    return None
+
+
+def regression_checks(current: dict, baseline: dict, benchmarks: dict, cfg: dict, limit: float, notes: list) -> list:
+    rows = []
+    for name in sorted(current):
+        better = direction(name, benchmarks[name], cfg)
+        if better is None:
+            notes.append(f"{name}: no known direction (add it to [regression] in the thresholds), not compared")
+            continue
+        if name not in baseline:
+            continue
+        for key, new in current[name].values.items():
+            old = baseline[name].values.get(key, MISSING)
+            if status_of(new, old) is not None or old == 0:
+                continue
+            change = new / old - 1
+            worse = change if better == "lower" else -change
+            label = ", ".join(f"{p}={v}" for p, v in zip(current[name].param_names, key))
+            rows.append(Row("regression", f"{name.rsplit('.', 1)[-1]}({label})", change,
+                            f"{better} is better, worse by <= {limit:.0%}", FAIL if worse > limit else PASS, "change"))
+    return rows
+
+
+def failed_runs(series: dict) -> list:
+    found = []
+    for s in series.values():
+        failed = [key for key, value in s.values.items() if value is None]
+        if len(failed) > 1 and len(failed) == len(s.values):  # e.g. its setup_cache failed
+            found.append(f"{s.name} (all {len(failed)} parameter sets)")
+        else:
+            found += [f"{s.name}({', '.join(f'{p}={v}' for p, v in zip(s.param_names, key))})" for key in failed]
+    return found
+
+
+def bottleneck(series: dict, cfg: dict, notes: list) -> list:
+    limit, least = float(cfg["bottleneck"]["max_stage_share"]), float(cfg["utilization"]["min_percent"])
+    throughput, util = find(series, "track_throughput", notes), find(series, "track_gpu_utilization", notes)
+    report = []
+    for n in throughput.grid("n_gpus") if throughput else []:
+        rates = {s: throughput.get(stage=s, n_gpus=n) for s in cfg["bottleneck"]["stages"]}
+        rates = {s: r for s, r in rates.items() if status_of(r) is None and r > 0}
+        total = sum(1 / r for r in rates.values())
+        for stage, rate in rates.items():
+            share, busy = (1 / rate) / total, finite(lookup(util, stage=stage, n_gpus=n))
+            flags = [f"over {limit:.0%} of the time"] if share > limit else []
+            if busy is not None and busy < least:
+                flags.append(f"GPU utilization under {least:g}%")
+            report.append({"n_gpus": n, "stage": stage, "throughput": rate, "share": share,
+                           "gpu_utilization": busy, "flags": flags})
+    return report
+
+
+def show(row: Row) -> str:
+    if row.value is None:
+        return "-"
+    formats = {"x": f"{row.value:.2f}x", "%": f"{row.value:.1f}%", "change": f"{row.value:+.1%}"}
+    return formats.get(row.unit, f"{row.value:g}")
+
+
+def markdown(report: dict) -> str:
+    lines = [f"# Benchmark thresholds: {report['machine']} at {report['commit']}", ""]
+    if report["baseline"]:
+        lines += [f"Baseline: {report['baseline']}", ""]
+    lines += ["| metric | value | threshold | status |", "|---|---|---|---|"]
+    lines += [f"| {r.metric} | {show(r)} | {r.threshold} | {r.status} |" for r in report["rows"]]
+    if report["failed_runs"]:
+        lines += ["", "## Failed benchmark runs", ""] + [f"- {f}" for f in report["failed_runs"]]
+    lines += ["", "## Bottlenecks", "",
+              "A stage's share is (1/throughput) over the sum of 1/throughput of the stages measured at that "
+              "GPU count (every stage is assumed to count the same items). Flags are informational.", ""]
+    if report["bottleneck"]:
+        lines += ["| GPUs | stage | throughput | share | GPU util | flags |", "|---|---|---|---|---|---|"]
+        lines += [f"| {b['n_gpus']} | {b['stage']} | {b['throughput']:.4g} | {b['share']:.0%} | "
+                  f"{'-' if b['gpu_utilization'] is None else format(b['gpu_utilization'], '.1f') + '%'} | "
+                  f"{'; '.join(b['flags'])} |" for b in report["bottleneck"]]
+    else:
+        lines.append("No track_throughput results.")
+    if report["notes"]:
+        lines += ["", "## Notes", ""] + [f"- {n}" for n in report["notes"]]
+    lines += ["", f"Result: {report['result']}"]
+    return "\n".join(lines) + "\n"
+
+
+def plot(curves: dict, minimum: dict, path: str) -> None:
+    import matplotlib
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(6, 4.5))
+    top = max([1, *minimum, *(n for c in curves.values() for n in c)])
+    ax.plot([1, top], [1, top], "k--", label="ideal")
+    ax.plot(sorted(minimum), [minimum[n] for n in sorted(minimum)], "rx", label="threshold")
+    for label, points in curves.items():
+        ns = [1, *sorted(points)]
+        ax.plot(ns, [1.0, *(points[n] for n in ns[1:])], "o-", label=label)
+    ax.set(xlabel="GPUs", ylabel="speedup over 1 GPU", xticks=sorted({1, *minimum}), yticks=sorted({1, *minimum}))
+    ax.legend(fontsize="small")
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
+    plt.close(fig)
+
+
+def strict(value):
+    if isinstance(value, float) and not math.isfinite(value):
+        return None
+    if isinstance(value, dict):
+        return {k: strict(v) for k, v in value.items()}
+    if isinstance(value, list):
+        return [strict(v) for v in value]
+    return value
+
+
+REQUIRED = {"scaling": ["stages"], "utilization": ["min_percent", "stages"],
+            "bottleneck": ["max_stage_share", "stages"],
+            "regression": ["max_fraction", "higher_is_better", "lower_is_better"]}
+
+
+def load_thresholds(path: str) -> dict:
+    try:
+        cfg = tomllib.loads(Path(path).read_text())
+        cfg["speedup"] = {int(n): float(v) for n, v in cfg["speedup"].items()}
+        missing = [f"[{s}] {k}" for s, keys in REQUIRED.items() for k in keys if k not in cfg.get(s, {})]
+    except (OSError, tomllib.TOMLDecodeError, KeyError, ValueError, TypeError, AttributeError) as exc:
+        raise DataError(f"cannot read thresholds {path}: {exc!r}") from exc
+    if missing:
+        raise DataError(f"thresholds {path} lack {', '.join(missing)}")
+    return cfg
+
+
+def check(args) -> tuple[int, dict, dict]:
+    """(exit status, report, speedup curves); raises DataError for exit status 2."""
+    cfg = load_thresholds(args.thresholds)
+    results = Path(args.results_dir)
+    notes: list = []
+    groups = commit_files(results, args.machine)
+    benchmarks = load_json(results / "benchmarks.json")
+    if not isinstance(benchmarks, dict) or benchmarks.get("version") != 2:
+        raise DataError(f"{results / 'benchmarks.json'} is not an asv benchmark list of schema version 2")
+    benchmarks = {k: v for k, v in benchmarks.items() if isinstance(v, dict)}  # drops the schema "version"
+    prefix = select_commit(groups, args.commit, args.repo, notes)
+    info, series = load_run(groups[prefix], benchmarks, notes)
+    rows, curves = scaling_checks(series, cfg, args.require_gpus, notes)
+    rows += utilization_checks(series, cfg, args.require_gpus, notes)
+    baseline = None
+    if args.baseline is not None:
+        base_prefix = select_commit(groups, args.baseline, args.repo, notes)
+        base_info, base_series = load_run(groups[base_prefix], benchmarks, notes)
+        baseline = base_info["commit"]
+        limit = args.max_regression if args.max_regression is not None else float(cfg["regression"]["max_fraction"])
+        rows += regression_checks(series, base_series, benchmarks, cfg, limit, notes)
+    failed = failed_runs(series)
+    bad = failed or any(r.status in (FAIL, FAILED_RUN) for r in rows)
+    report = {"machine": args.machine, "commit": info["commit"], "date": info["date"], "baseline": baseline,
+              "rows": rows, "failed_runs": failed, "bottleneck": bottleneck(series, cfg, notes),
+              "notes": list(dict.fromkeys(notes)), "result": "FAIL" if bad else "pass", "thresholds": cfg}
+    return (1 if bad else 0), report, curves
+
+
+def parse_args(argv=None):
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--results-dir", default="results", help="asv results_dir (default: results)")
+    parser.add_argument("--machine", required=True, help="asv machine name")
+    parser.add_argument("--commit", help="commit hash, prefix or git ref (default: newest on main with results)")
+    parser.add_argument("--repo", default=".", help="git repository of the commits (default: .)")
+    parser.add_argument("--thresholds", default="benchmarks/thresholds.toml")
+    parser.add_argument("--require-gpus", type=int, default=0, metavar="N",
+                        help="results for up to N GPUs must exist: not measured counts as FAIL")
+    parser.add_argument("--markdown", metavar="FILE")
+    parser.add_argument("--json", metavar="FILE")
+    parser.add_argument("--plot", metavar="FILE", help="PNG of speedup against GPU count")
+    parser.add_argument("--baseline", metavar="COMMIT", help="also fail on regressions against this commit")
+    parser.add_argument("--max-regression", type=float, metavar="FRACTION",
+                        help="largest tolerated worsening vs --baseline (default: thresholds [regression])")
+    args = parser.parse_args(argv)
+    if args.max_regression is not None and args.baseline is None:
+        parser.error("--max-regression needs --baseline")
+    return args
+
+
+def main(argv=None) -> int:
+    args = parse_args(argv)
+    try:
+        code, report, curves = check(args)
+    except DataError as exc:
+        print(f"check_thresholds: {exc}", file=sys.stderr)
+        return 2
+    text = markdown(report)
+    print(text, end="")
+    if args.markdown:
+        Path(args.markdown).write_text(text)
+    if args.json:
+        data = dict(report, rows=[asdict(r) for r in report["rows"]], exit_status=code)
+        Path(args.json).write_text(json.dumps(strict(data), indent=2, allow_nan=False) + "\n")
+    if args.plot:
+        plot(curves, report["thresholds"]["speedup"], args.plot)
+    return code
+
+
+if __name__ == "__main__":
+    sys.exit(main())

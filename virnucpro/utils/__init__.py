@@ -1,0 +1,1 @@
+"""Support code that is not part of the prediction pipeline itself (GPU monitoring)."""
