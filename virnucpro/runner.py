@@ -56,13 +56,19 @@ def run_batched(
     dim: int,
     on_batch: Callable[[int], None] | None = None,
 ) -> torch.Tensor:
-    """Apply `fn` (a batch of token lists -> [B, dim]) over all items; rows in input order."""
-    out = torch.empty(len(token_lists), dim, dtype=torch.float32)
+    """Apply `fn` (a batch of token lists -> [B, dim]) over all items; rows in input order, on the CPU.
+
+    Results stay on fn's device until the end: one copy back instead of a device
+    synchronisation per batch, so the host queues the next batch while the GPU works."""
+    order, pieces = [], []
     for idx in token_budget_batches([len(t) for t in token_lists], budget):
-        rows = fn([token_lists[i] for i in idx])
-        out[torch.from_numpy(idx)] = rows.float().cpu()
+        pieces.append(fn([token_lists[i] for i in idx]).float())
+        order.append(idx)
         if on_batch is not None:
             on_batch(len(idx))
+    out = torch.empty(len(token_lists), dim, dtype=torch.float32)
+    if pieces:
+        out[torch.from_numpy(np.concatenate(order))] = torch.cat(pieces).cpu()
     return out
 
 

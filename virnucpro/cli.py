@@ -1,0 +1,175 @@
+"""Command line: `virnucpro orfs` and `virnucpro predict`.
+
+Exit codes: 0 success; 2 bad input or usage (nothing written); 3 a model or
+checkpoint could not be loaded; 1 any other failure.
+"""
+from __future__ import annotations
+
+import argparse
+import sys
+import time
+from pathlib import Path
+
+from virnucpro import __version__
+from virnucpro.errors import InputError, ModelLoadError, VirnucproError
+
+EXIT_INPUT, EXIT_MODEL, EXIT_FAIL = 2, 3, 1
+
+EPILOG = """\
+examples:
+  virnucpro orfs genome.fna -l 500 -o orfs/
+  virnucpro predict genome.fna -l 500 -o results/ --classifier 500_model.pth \\
+      --dnabert /models/DNABERT-S --esm ~/.cache/torch/hub/checkpoints/esm2_t36_3B_UR50D.pt
+  virnucpro predict examples/sample.fna -l 300 -o out/ --random-weights --preset tiny --device cpu
+"""
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(
+        prog="virnucpro",
+        description="Identify viral sequences in DNA with DNABERT-S + ESM-2 embeddings and the VirNucPro classifier.",
+        epilog=EPILOG, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--version", action="version", version=f"virnucpro {__version__}")
+    sub = p.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+    o = sub.add_parser("orfs", help="chunk sequences and write their stop-free frames (no models)",
+                       description="Split every sequence into overlapping chunks of exactly L bp and write each "
+                                   "stop-free frame of the six-frame translation, as the original VirNucPro does.")
+    o.add_argument("input", help="FASTA file (plain or gzip)")
+    o.add_argument("-l", "--chunk-length", type=int, choices=(300, 500), required=True, help="chunk length in bp")
+    o.add_argument("-o", "--out", required=True, help="output folder: chunks.fa, orfs.fna, orfs.faa")
+    o.add_argument("--force", action="store_true", help="write into an existing non-empty folder")
+
+    q = sub.add_parser("predict", help="classify chunks of DNA sequences as viral or not",
+                       description="Chunk, translate, embed (DNABERT-S + ESM-2) and classify. Writes, per input, "
+                                   "OUT/<input stem>/ with prediction_results.txt, prediction_results_highestscore.csv, "
+                                   "contig_summary.tsv, skipped.tsv and run.json.",
+                       epilog=EPILOG, formatter_class=argparse.RawDescriptionHelpFormatter)
+    q.add_argument("inputs", nargs="+", metavar="INPUT", help="FASTA files (plain or gzip)")
+    q.add_argument("-l", "--chunk-length", type=int, choices=(300, 500), required=True,
+                   help="chunk length in bp; use the classifier trained for it (300_model.pth / 500_model.pth)")
+    q.add_argument("-o", "--out", required=True, help="output folder (one subfolder per input)")
+    q.add_argument("--classifier", metavar="PATH", help="trained classifier: original .pth or virnucpro .safetensors")
+    q.add_argument("--dnabert", metavar="SRC", default="zhihan1996/DNABERT-S",
+                   help="DNABERT-S: HF snapshot folder, a name looked up in the HF cache, or random:<preset> "
+                        "(default: %(default)s)")
+    q.add_argument("--esm", metavar="SRC", default="esm2_t36_3B_UR50D",
+                   help="ESM-2: fair-esm .pt file, HF snapshot folder, a name looked up in the torch-hub and HF "
+                        "caches, or random:<preset> (default: %(default)s)")
+    q.add_argument("--random-weights", action="store_true",
+                   help="use seeded random weights of --preset shapes for all models (for testing and "
+                        "benchmarking; outputs are marked as such)")
+    q.add_argument("--preset", choices=("tiny", "full"), default="full",
+                   help="model shapes for --random-weights: full = DNABERT-S + ESM-2 3B, tiny = small CPU shapes")
+    q.add_argument("--device", choices=("auto", "cpu", "cuda"), default="auto", help="default: cuda when available")
+    q.add_argument("--precision", choices=("auto", "fp32", "bf16"), default="auto",
+                   help="auto = bf16 on cuda, fp32 on cpu")
+    q.add_argument("--batch-tokens", type=int, metavar="N",
+                   help="token budget per forward step (default: sized from free GPU memory, 16384 on CPU)")
+    q.add_argument("--keep-intermediate", action="store_true",
+                   help="also write chunks, ORFs and the 3328-d features under OUT/<stem>/intermediate/")
+    q.add_argument("--force", action="store_true", help="write into an existing non-empty output folder")
+    q.add_argument("--no-progress", action="store_true", help="no progress bars, only the summary")
+    q.add_argument("--seed", type=int, default=0, help="seed for random weights (default: 0)")
+    q.add_argument("--gpus", metavar="SPEC",
+                   help="one process per GPU: 'all', a count N (the first N), or a list such as 0,2,5")
+    q.add_argument("--cpu-workers", type=int, metavar="N",
+                   help="run N CPU processes the way --gpus runs GPU processes (for testing the multi-process path)")
+    q.add_argument("--engine", choices=("fast", "reference"), default="fast",
+                   help="reference = the original recipe (fp32, DNABERT-S one sequence per forward, ESM-2 "
+                        "batches of 2048 tokens), kept as the baseline for speed comparisons")
+    q.add_argument("--no-persistent-models", action="store_true",
+                   help="reload the models for every input file (a measured baseline; slower)")
+    return p
+
+
+def _check_out(out: Path, force: bool) -> None:
+    if out.exists() and not out.is_dir():
+        raise InputError(f"{out}: output path exists and is not a folder")
+    if out.is_dir() and any(out.iterdir()) and not force:
+        raise InputError(f"{out}: output folder exists and is not empty (use --force to write into it)")
+
+
+def cmd_orfs(args) -> int:
+    from virnucpro.outputs import write_orf_files
+    from virnucpro.pipeline import StageClock, prepare, read_inputs
+
+    out = Path(args.out)
+    _check_out(out, args.force)
+    (data,) = read_inputs([args.input])
+    prepare(data, args.chunk_length, StageClock())
+    out.mkdir(parents=True, exist_ok=True)
+    write_orf_files(out, data)
+    print(f"{data.path}: {len(data.records)} sequences, {len(data.chunks)} chunks, {len(data.orfs)} ORFs -> {out}",
+          file=sys.stderr)
+    return 0
+
+
+def _predict_rank(paths, out, opts, info, keep, persistent):
+    """Entry point of one rank (spawned by --gpus, or started by torchrun)."""
+    from virnucpro import parallel, pipeline
+
+    r = parallel.rank_from_env() or parallel.Rank()
+    try:
+        for line in pipeline.run(paths, out, opts, info, keep, persistent, r):
+            print(line, file=sys.stderr)
+    finally:
+        parallel.close_group()
+
+
+def cmd_predict(args) -> int:
+    import torch
+
+    from virnucpro import parallel, pipeline
+    from virnucpro.outputs import package_commit
+
+    if args.batch_tokens is not None and args.batch_tokens < 1:
+        raise InputError(f"--batch-tokens must be positive, got {args.batch_tokens}")
+    out = Path(args.out)
+    ranked = parallel.rank_from_env()
+    if ranked is None or ranked.is_main:
+        _check_out(out, args.force)
+    pipeline.read_inputs(args.inputs)  # validate every input before anything is loaded or written
+    reference = args.engine == "reference"
+    opts = pipeline.Options(
+        chunk_len=args.chunk_length, classifier=args.classifier, dnabert=args.dnabert, esm=args.esm,
+        random_weights=args.random_weights, preset=args.preset, device=args.device,
+        precision="fp32" if reference else args.precision,
+        dna_batch_tokens=1 if reference else args.batch_tokens,
+        esm_batch_tokens=2048 if reference else args.batch_tokens,
+        seed=args.seed, progress=not args.no_progress and sys.stderr.isatty())
+    info = {"virnucpro_version": __version__, "commit": package_commit(), "command": sys.argv,
+            "chunk_length": args.chunk_length, "engine": args.engine,
+            "random_weights": args.random_weights, "seed": args.seed if args.random_weights else None}
+    job = ([str(p) for p in args.inputs], out, opts, info, args.keep_intermediate, not args.no_persistent_models)
+    if ranked is not None or (args.gpus is None and args.cpu_workers is None):
+        _predict_rank(*job)
+    elif args.gpus is not None:
+        if args.device == "cpu":
+            raise InputError("--gpus needs --device cuda or auto")
+        gpus = parallel.parse_gpus(args.gpus, torch.cuda.device_count())
+        opts.device = "cuda"
+        parallel.spawn(_predict_rank, job, len(gpus), gpus)
+    else:
+        if args.cpu_workers < 1:
+            raise InputError(f"--cpu-workers must be positive, got {args.cpu_workers}")
+        opts.device = "cpu"
+        parallel.spawn(_predict_rank, job, args.cpu_workers, None)
+    if args.random_weights and (ranked is None or ranked.is_main):
+        print("warning: random weights were used; the scores are meaningless", file=sys.stderr)
+    return 0
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    try:
+        return {"orfs": cmd_orfs, "predict": cmd_predict}[args.command](args)
+    except InputError as e:
+        print(f"virnucpro: error: {e}", file=sys.stderr)
+        return EXIT_INPUT
+    except ModelLoadError as e:
+        print(f"virnucpro: error: {e}", file=sys.stderr)
+        return EXIT_MODEL
+    except VirnucproError as e:
+        print(f"virnucpro: error: {e}", file=sys.stderr)
+        return EXIT_FAIL

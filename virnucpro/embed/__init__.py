@@ -1,0 +1,81 @@
+"""Stage API: load the embedders and the classifier.
+
+`load_protein_model` / `load_dna_model` return an `Embedder` whose `.embed(list[str])`
+gives one float32 row per sequence, in input order, on the CPU.
+"""
+from __future__ import annotations
+
+from typing import Callable, Sequence
+
+import torch
+
+from virnucpro.errors import InputError
+from virnucpro.models import dnabert, esm2
+from virnucpro.models.classifier import MLPClassifier, load_classifier, random_classifier  # noqa: F401
+from virnucpro.runner import pack, run_batched
+
+PRECISIONS = {"fp32": torch.float32, "bf16": torch.bfloat16}
+DEFAULT_CPU_BUDGET = 16384
+
+
+def resolve_device(device: str = "auto") -> torch.device:
+    if device == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    dev = torch.device(device)
+    if dev.type == "cuda" and not torch.cuda.is_available():
+        raise InputError("--device cuda was asked for, but torch sees no CUDA GPU")
+    return dev
+
+
+def auto_token_budget(model: torch.nn.Module, device: torch.device) -> int:
+    """Tokens per forward step.  On a GPU, sized from free memory: activations of one
+    layer at a time (inference), roughly 12 x hidden x bytes per token, with half of
+    the free memory kept back for the allocator and the other model."""
+    if device.type != "cuda":
+        return DEFAULT_CPU_BUDGET
+    free, _ = torch.cuda.mem_get_info(device)
+    hidden = next(p for p in model.parameters() if p.dim() == 2).shape[1]
+    per_token = 12 * hidden * 4
+    return int(max(4096, min(1 << 20, free * 0.5 // per_token)))
+
+
+class Embedder:
+    def __init__(self, model, tokenize: Callable[[Sequence[str]], list[list[int]]], device, info: dict,
+                 batch_tokens: int | None = None):
+        self.model, self.tokenize, self.device, self.info = model, tokenize, torch.device(device), info
+        self.dim = int(info["dim"])
+        self.batch_tokens = batch_tokens or auto_token_budget(model, self.device)
+
+    def token_lists(self, seqs: Sequence[str]) -> list[list[int]]:
+        return self.tokenize(list(seqs))
+
+    @torch.inference_mode()
+    def embed_tokens(self, token_lists, on_batch=None) -> torch.Tensor:
+        pin = self.device.type == "cuda"
+
+        def step(batch):
+            tokens, cu, max_len = pack(batch, self.device, pin=pin)
+            return self.model.embed_packed(tokens, cu, max_len)
+
+        return run_batched(token_lists, self.batch_tokens, step, self.dim, on_batch)
+
+    def embed(self, seqs: Sequence[str], on_batch=None) -> torch.Tensor:
+        return self.embed_tokens(self.token_lists(seqs), on_batch)
+
+
+def load_protein_model(source: str, device="cpu", precision: str = "fp32", seed: int = 0,
+                       batch_tokens: int | None = None) -> Embedder:
+    device = resolve_device(device) if isinstance(device, str) else device
+    model, info = esm2.load_esm2(source, device=device, dtype=PRECISIONS[precision], seed=seed)
+    model.eval()
+    info = {**info, "precision": precision}
+    return Embedder(model, esm2.tokenize, device, info, batch_tokens)
+
+
+def load_dna_model(source: str, device="cpu", precision: str = "fp32", seed: int = 0,
+                   batch_tokens: int | None = None) -> Embedder:
+    device = resolve_device(device) if isinstance(device, str) else device
+    model, tok, info = dnabert.load_dnabert(source, device=device, dtype=PRECISIONS[precision], seed=seed)
+    model.eval()
+    info = {**info, "precision": precision}
+    return Embedder(model, lambda seqs: dnabert.tokenize(tok, seqs), device, info, batch_tokens)

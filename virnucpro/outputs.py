@@ -1,0 +1,122 @@
+"""Result files of one input.  Written into a hidden temp folder and renamed into place,
+so an interrupted run never leaves a half-written result folder behind."""
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import subprocess
+from collections import Counter, defaultdict
+from pathlib import Path
+
+import numpy as np
+
+import virnucpro
+from virnucpro.fasta import write_fasta
+
+RANDOM_WARNING = "made with RANDOM weights (no trained models given): scores are meaningless, for testing and benchmarking only"
+
+
+def package_commit() -> str | None:
+    here = Path(virnucpro.__file__).resolve().parent
+    try:
+        out = subprocess.run(["git", "-C", str(here), "rev-parse", "HEAD"], capture_output=True, text=True, timeout=5)
+    except (OSError, subprocess.SubprocessError):
+        return None
+    return (out.stdout.strip() or None) if out.returncode == 0 else None
+
+
+def _fmt(x) -> str:
+    return "NA" if x is None or (isinstance(x, float) and np.isnan(x)) else f"{x}"
+
+
+def prediction_rows(data, pred):
+    """(ORF id, verdict, score1, score2): as the original's prediction_results.txt."""
+    virus = pred.logits[:, 1] > pred.logits[:, 0]  # torch.max picks class 0 on a tie, as the original did
+    for orf, is_virus, (s1, s2) in zip(data.orfs, virus, pred.probs):
+        yield orf.id, "virus" if is_virus else "others", s1, s2
+
+
+def chunk_verdicts(data, pred) -> dict[str, bool]:
+    """Per chunk: max(score2) >= max(score1) over its frames; chunks in input order."""
+    best = {}
+    for orf, (s1, s2) in zip(data.orfs, pred.probs):
+        m1, m2 = best.get(orf.chunk_id, (-1.0, -1.0))
+        best[orf.chunk_id] = (max(m1, s1), max(m2, s2))
+    return {cid: bool(m2 >= m1) for cid, (m1, m2) in best.items()}
+
+
+def contig_summary(data, pred, verdicts) -> list[tuple]:
+    chunks, with_orf, viral = Counter(), Counter(), Counter()
+    max_score = defaultdict(lambda: None)
+    for c in data.chunks:
+        chunks[c.parent] += 1
+        if c.id in verdicts:
+            with_orf[c.parent] += 1
+            viral[c.parent] += verdicts[c.id]
+    parent_of = {c.id: c.parent for c in data.chunks}
+    for orf, (_, s2) in zip(data.orfs, pred.probs):
+        parent = parent_of[orf.chunk_id]
+        cur = max_score[parent]
+        max_score[parent] = s2 if cur is None else max(cur, s2)
+    rows = []
+    for rec in data.records:
+        frac = viral[rec.id] / with_orf[rec.id] if with_orf[rec.id] else None
+        rows.append((rec.id, len(rec.seq), chunks[rec.id], with_orf[rec.id], viral[rec.id],
+                     None if frac is None else round(frac, 4), max_score[rec.id]))
+    return rows
+
+
+def write_result_dir(out_root: Path, data, pred, run_info: dict, random_weights: bool,
+                     keep_intermediate: bool = False) -> Path:
+    final = out_root / data.stem
+    tmp = out_root / f".{data.stem}.partial-{os.getpid()}"
+    shutil.rmtree(tmp, ignore_errors=True)
+    tmp.mkdir(parents=True)
+
+    with open(tmp / "prediction_results.txt", "w") as f:
+        f.write("Sequence_ID\tPrediction\tscore1\tscore2\n")
+        for row in prediction_rows(data, pred):
+            f.write("\t".join(_fmt(x) for x in row) + "\n")
+    verdicts = chunk_verdicts(data, pred)
+    with open(tmp / "prediction_results_highestscore.csv", "w") as f:
+        f.write("Modified_ID\tIs_Virus\n")
+        f.writelines(f"{cid}\t{v}\n" for cid, v in verdicts.items())
+    with open(tmp / "contig_summary.tsv", "w") as f:
+        if random_weights:
+            f.write(f"# WARNING: {RANDOM_WARNING}\n")
+        f.write("sequence_id\tlength\tchunks_total\tchunks_with_orfs\tchunks_viral\tfraction_viral\tmax_viral_score\n")
+        for row in contig_summary(data, pred, verdicts):
+            f.write("\t".join(_fmt(x) for x in row) + "\n")
+    with open(tmp / "skipped.tsv", "w") as f:
+        f.write("id\treason\n")
+        f.writelines(f"{i}\t{r}\n" for i, r in data.skipped)
+    if keep_intermediate:
+        inter = tmp / "intermediate"
+        inter.mkdir()
+        write_orf_files(inter, data)
+        np.save(inter / "features.npy", pred.features)
+
+    counts = {
+        "sequences": len(data.records) + sum(r == "empty_sequence" for _, r in data.skipped),
+        "chunks": len(data.chunks),
+        "chunks_classified": len(verdicts),
+        "orfs": len(data.orfs),
+        "skipped": dict(Counter(r for _, r in data.skipped)),
+    }
+    info = {**run_info, "input": str(data.path.resolve()), "counts": counts}
+    if random_weights:
+        info["warning"] = RANDOM_WARNING
+    with open(tmp / "run.json", "w") as f:
+        json.dump(info, f, indent=2, default=str)
+        f.write("\n")
+    if final.exists():
+        shutil.rmtree(final)
+    os.replace(tmp, final)
+    return final
+
+
+def write_orf_files(out_dir: Path, data) -> None:
+    write_fasta(out_dir / "chunks.fa", ((c.id, c.seq) for c in data.chunks))
+    write_fasta(out_dir / "orfs.fna", ((o.id, o.nucleotide) for o in data.orfs))
+    write_fasta(out_dir / "orfs.faa", ((o.id, o.protein) for o in data.orfs))

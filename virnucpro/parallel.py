@@ -1,0 +1,147 @@
+"""One process per GPU: sharding, spawning, gathering.  Knows nothing about biology.
+
+Both ways of running several processes share one code path: `--gpus` spawns workers
+that form a torch.distributed group on localhost, exactly as `torchrun` would have
+started them.  Every rank holds the same (deterministic) work list, takes its shard,
+and rank 0 gathers the results and puts them back in input order.
+"""
+from __future__ import annotations
+
+import os
+import socket
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+import torch.distributed as dist
+
+from virnucpro.errors import InputError, VirnucproError
+
+
+@dataclass(frozen=True)
+class Rank:
+    rank: int = 0
+    world: int = 1
+    local_rank: int = 0
+
+    @property
+    def is_main(self) -> bool:
+        return self.rank == 0
+
+
+def parse_gpus(spec: str, available: int) -> list[int]:
+    """'all', a count 'N' (the first N), or a list '0,2,5' of physical indices."""
+    spec = spec.strip().lower()
+    if available < 1:
+        raise InputError(f"--gpus {spec}: no CUDA GPU is visible")
+    if spec == "all":
+        return list(range(available))
+    if "," not in spec:
+        try:
+            n = int(spec)
+        except ValueError:
+            raise InputError(f"--gpus {spec}: expected 'all', a count, or a list like 0,2,5") from None
+        if not 1 <= n <= available:
+            raise InputError(f"--gpus {spec}: asked for {n} GPUs, {available} visible")
+        return list(range(n))
+    try:
+        ids = [int(x) for x in spec.split(",") if x.strip()]
+    except ValueError:
+        raise InputError(f"--gpus {spec}: expected 'all', a count, or a list like 0,2,5") from None
+    bad = [i for i in ids if not 0 <= i < available]
+    if bad or len(set(ids)) != len(ids) or not ids:
+        raise InputError(f"--gpus {spec}: GPU ids must be distinct and in 0..{available - 1}")
+    return ids
+
+
+def shard(lengths, world: int) -> list[np.ndarray]:
+    """Split items so every rank gets the same mix of lengths: sort by length, deal in a
+    snake order (0,1,..,w-1,w-1,..,0), so each rank's token count is within one item of the others."""
+    lengths = np.asarray(lengths)
+    order = np.argsort(-lengths, kind="stable")
+    pos = np.arange(len(order)) % (2 * world)
+    owner = np.where(pos < world, pos, 2 * world - 1 - pos)
+    return [np.sort(order[owner == r]) for r in range(world)]
+
+
+def unshard(n: int, parts: list[tuple[np.ndarray, np.ndarray]]) -> np.ndarray:
+    """Put (indices, rows) pieces back in input order; every index must come back exactly once."""
+    if not parts:
+        raise RuntimeError("no results were gathered")
+    width = parts[0][1].shape[1:]
+    out = np.empty((n, *width), dtype=parts[0][1].dtype)
+    seen = np.zeros(n, dtype=np.int64)
+    for idx, rows in parts:
+        out[idx] = rows
+        np.add.at(seen, idx, 1)
+    if not (seen == 1).all():
+        raise RuntimeError(f"result merge lost or duplicated items: {int((seen == 0).sum())} missing, "
+                           f"{int((seen > 1).sum())} duplicated")
+    return out
+
+
+def rank_from_env() -> Rank | None:
+    """Set when started by torchrun or by our own spawn."""
+    if "RANK" not in os.environ or "WORLD_SIZE" not in os.environ:
+        return None
+    return Rank(int(os.environ["RANK"]), int(os.environ["WORLD_SIZE"]), int(os.environ.get("LOCAL_RANK", 0)))
+
+
+def init_group(r: Rank, use_cuda: bool) -> None:
+    if r.world > 1 and not dist.is_initialized():
+        if use_cuda:
+            torch.cuda.set_device(r.local_rank)
+        dist.init_process_group("nccl" if use_cuda else "gloo")
+
+
+def gather(obj, r: Rank):
+    """All ranks' objects on rank 0 (None elsewhere)."""
+    if r.world == 1:
+        return [obj]
+    out = [None] * r.world if r.is_main else None
+    dist.gather_object(obj, out, dst=0)
+    return out
+
+
+def barrier(r: Rank) -> None:
+    if r.world > 1:
+        dist.barrier()
+
+
+def close_group() -> None:
+    if dist.is_initialized():
+        dist.destroy_process_group()
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def _spawned(local: int, fn, args, world: int, port: int, gpus: list[int] | None):
+    # Pin the worker to its GPU before CUDA starts: it then sees exactly that one device as cuda:0.
+    if gpus is not None:
+        os.environ["CUDA_VISIBLE_DEVICES"] = str(gpus[local])
+    os.environ.update(RANK=str(local), WORLD_SIZE=str(world), LOCAL_RANK="0" if gpus is not None else str(local),
+                      MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port))
+    fn(*args)
+
+
+def spawn(fn, args: tuple, world: int, gpus: list[int] | None) -> None:
+    """Run fn(*args) in `world` spawned processes; raises if any of them fails."""
+    import torch.multiprocessing as mp
+
+    visible = os.environ.get("CUDA_VISIBLE_DEVICES")
+    if gpus is not None and visible:
+        # Indices in --gpus are relative to what this process may see.
+        names = [v.strip() for v in visible.split(",")]
+        gpus = [names[i] for i in gpus]
+    try:
+        mp.start_processes(_spawned, args=(fn, args, world, free_port(), gpus), nprocs=world,
+                           join=True, start_method="spawn")
+    except mp.ProcessRaisedException as e:
+        last = [ln for ln in str(e).strip().splitlines() if ln.strip()][-1]
+        raise VirnucproError(f"worker process {e.error_index} failed: {last}") from None
+    except mp.ProcessExitedException as e:
+        raise VirnucproError(f"worker process {e.error_index} died with exit code {e.exit_code}") from None
