@@ -2,10 +2,11 @@
 PY ?= python3
 VENV ?= .venv
 VPY := $(VENV)/bin/python
-# torch pinned to the CPU build that lies on local disk; a GPU host keeps its own torch.
+# The CPU build of torch that lies on local disk; a GPU host keeps its own torch.
 TORCH_SPEC ?= torch==2.13.0
+BENCH_MACHINE ?= $(shell hostname)
 
-.PHONY: venv test bench clean
+.PHONY: venv test bench bench-smoke clean
 
 $(VPY):
 	$(PY) -m venv $(VENV)
@@ -20,6 +21,18 @@ venv: $(VENV)/.installed
 
 test: venv
 	$(VPY) -m pytest -q
+
+# The whole suite on the current commit (tiny profile on a host without a GPU), the site, the bars.
+bench: venv
+	$(VPY) scripts/run_history.py HEAD --python $(abspath $(VPY)) --machine $(BENCH_MACHINE) -- --show-stderr
+	$(VPY) -m asv publish
+	$(VPY) scripts/check_thresholds.py --machine $(BENCH_MACHINE) --markdown .asv/thresholds.md
+	@echo "site: $(abspath .asv/html)/index.html  (serve it with: $(VPY) -m asv preview)"
+
+# Every benchmark once, nothing saved: for CI.
+bench-smoke: venv
+	$(VPY) -m asv check -E existing:$(abspath $(VPY))
+	$(VPY) -m asv run -E existing:$(abspath $(VPY)) --quick --dry-run --show-stderr --machine ci-smoke
 
 clean:
 	rm -rf $(VENV) .asv build *.egg-info

@@ -1,0 +1,119 @@
+"""Shared helpers of the asv suite: the data profile, the workload files and host checks.
+
+Params are identical on every host; what a host cannot run is skipped by raising
+NotImplementedError in setup, which asv records as NaN ("not measured").
+"""
+import gzip
+import os
+import subprocess
+import sys
+from functools import lru_cache
+from importlib import resources
+from pathlib import Path
+
+import numpy as np
+
+N_GPUS = [1, 2, 4, 8]
+STAGES = ["translate", "dnabert", "esm2", "merge", "predict"]
+GPU_STAGES = ["dnabert", "esm2"]
+GENOME = "GCF_001457455.1_NCTC11397_genomic.fna.gz"  # C. diphtheriae NCTC 11397, 2.46 Mbp, shipped by pyrodigal
+
+# tiny: CPU, tiny preset, a slice of the genome.  full: GPU, the published model sizes, the whole chromosome.
+PROFILES = {
+    "tiny": dict(genome_bp=24_000, parts=3, reads=60, reference_bp=6_000, preset="tiny", device="cpu",
+                 chunk_len=500, timeout=600),
+    "full": dict(genome_bp=None, parts=3, reads=4_000, reference_bp=300_000, preset="full", device="cuda",
+                 chunk_len=500, timeout=1800),
+}
+READ_LEN = 150
+
+
+@lru_cache(maxsize=1)
+def gpu_count() -> int:
+    try:
+        import torch
+        return torch.cuda.device_count()
+    except Exception:
+        return 0
+
+
+def profile_name() -> str:
+    name = os.environ.get("VIRNUCPRO_BENCH_PROFILE") or ("full" if gpu_count() else "tiny")
+    if name not in PROFILES:
+        raise ValueError(f"VIRNUCPRO_BENCH_PROFILE={name}: expected one of {sorted(PROFILES)}")
+    return name
+
+
+def profile() -> dict:
+    return PROFILES[profile_name()]
+
+
+def require_devices(n_gpus: int, gpu_only: bool = False) -> None:
+    """Skip (NaN) what this host cannot run.  On a host without a GPU, n_gpus=1 means one CPU process."""
+    have = gpu_count()
+    if profile()["device"] == "cuda" and have == 0:
+        raise NotImplementedError("the full profile needs a GPU")
+    if gpu_only and have == 0:
+        raise NotImplementedError("GPU metric on a host without a GPU")
+    if n_gpus > max(1, have):
+        raise NotImplementedError(f"{n_gpus} GPUs asked for, {have} present")
+
+
+def _genome() -> str:
+    path = resources.files("pyrodigal") / "tests" / "data" / GENOME
+    with path.open("rb") as raw, gzip.open(raw, "rt") as f:
+        return "".join(line.strip() for line in f if not line.startswith(">"))
+
+
+def _write(path: Path, records) -> None:
+    tmp = path.with_suffix(".tmp")
+    with open(tmp, "w") as f:
+        for rid, seq in records:
+            f.write(f">{rid}\n")
+            f.writelines(seq[i:i + 80] + "\n" for i in range(0, len(seq), 80))
+    os.replace(tmp, path)
+
+
+def _revcomp(seq: str) -> str:
+    return seq.translate(str.maketrans("ACGTN", "TGCAN"))[::-1]
+
+
+def workload(name: str | None = None) -> dict:
+    """The profile's input files, made once from the genome and cached.  Deterministic."""
+    name = name or profile_name()
+    p = PROFILES[name]
+    root = Path(os.environ.get("VIRNUCPRO_BENCH_DATA", Path.home() / ".cache" / "virnucpro-bench")) / name
+    files = [root / f"genome_part{i + 1}.fna" for i in range(p["parts"])] + [root / "reads.fna"]
+    reference = root / "reference_subset.fna"
+    if not all(f.exists() for f in files + [reference]):
+        root.mkdir(parents=True, exist_ok=True)
+        genome = _genome()[: p["genome_bp"]]
+        step = -(-len(genome) // p["parts"])
+        for i in range(p["parts"]):
+            _write(files[i], [(f"part{i + 1}", genome[i * step:(i + 1) * step])])
+        rng = np.random.default_rng(150)
+        starts = rng.integers(0, len(genome) - READ_LEN, size=p["reads"])
+        reads = []
+        for k, s in enumerate(starts):
+            read = genome[s:s + READ_LEN]
+            reads.append((f"read{k + 1}", _revcomp(read) if k % 2 else read))
+        _write(files[-1], reads)
+        _write(reference, [("reference_subset", genome[: p["reference_bp"]])])
+    return {"files": [str(f) for f in files], "reference": str(reference), "root": root, **p}
+
+
+def predict_command(inputs, out: str, n_gpus: int, extra=()) -> list:
+    p = profile()
+    cmd = [sys.executable, "-m", "virnucpro", "predict", *inputs, "-l", str(p["chunk_len"]), "-o", out,
+           "--random-weights", "--preset", p["preset"], "--no-progress", "--force"]
+    if p["device"] == "cuda":
+        cmd += ["--gpus", str(n_gpus)]
+    else:
+        cmd += ["--device", "cpu"]
+    return cmd + list(extra)
+
+
+def run(cmd, timeout: float) -> None:
+    done = subprocess.run(cmd, capture_output=True, text=True, timeout=timeout)
+    if done.returncode != 0:
+        raise RuntimeError(f"{' '.join(map(str, cmd))} failed ({done.returncode}): {done.stderr[-2000:]}")

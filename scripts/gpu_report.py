@@ -1,0 +1,244 @@
+#!/usr/bin/env python3
+"""Measure the GPU engine against its targets in one run and print a table.
+
+Stages alone (ESM-2 3B, DNABERT-S: tokens/s, ORFs/s, MFU against the bf16 matmul peak
+measured here, NVML utilisation), end to end on the C. diphtheriae genome and on 150 bp
+reads, speedup over `--engine reference`, and bf16-vs-fp32 agreement.  Random weights,
+`full` preset.  Writes the figures as JSON (commit, date, GPU) for docs/perf/.
+"""
+from __future__ import annotations
+
+import argparse
+import datetime
+import json
+import os
+import platform
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+
+from benchmarks import common  # noqa: E402
+from virnucpro import embed, perf, pipeline  # noqa: E402
+from virnucpro.fasta import read_fasta  # noqa: E402
+from virnucpro.outputs import chunk_verdicts, package_commit  # noqa: E402
+
+
+PRESET, PROFILE = "full", "full"
+
+
+def log(*a):
+    print(*a, file=sys.stderr, flush=True)
+
+
+def stage_alone(stage, embedder, seqs, peak):
+    embedder.embed(seqs[: max(1, len(seqs) // 10)])  # warm-up
+    monitor = perf.start_monitor()
+    r = perf.run_embed_stage(stage, embedder, seqs, monitor)
+    if monitor:
+        monitor.stop()
+    d = r.as_dict(peak)
+    d["batch_tokens"] = embedder.batch_tokens
+    log(f"{stage}: {d['items_per_second']:.0f} ORFs/s, {d['tokens_per_second']:.0f} tok/s, "
+        f"MFU {d['mfu']:.3f}, util {d['gpu_util_percent']:.1f}%")
+    return d
+
+
+def cosine_rows(a: torch.Tensor, b: torch.Tensor) -> np.ndarray:
+    return torch.nn.functional.cosine_similarity(a.double(), b.double(), dim=1).numpy()
+
+
+def end_to_end(paths, models, opts, label, min_seconds=0.0):
+    """predict in this process, models already loaded: ORFs/s from reading to written results."""
+    from virnucpro.outputs import write_result_dir
+
+    out = Path(tempfile.mkdtemp(prefix="virnucpro-e2e-"))
+    monitor = perf.start_monitor()
+    t0 = time.perf_counter()
+    n_orfs = tokens = 0
+    stage_seconds = {}
+    copies = 0
+    for p in paths:
+        if copies and time.perf_counter() - t0 >= min_seconds:
+            break
+        copies += 1
+        data = pipeline.read_inputs([p])[0]
+        clock = pipeline.StageClock()
+        pipeline.prepare(data, opts.chunk_len, clock)
+        if monitor:
+            monitor.set_stage("embedding")
+        pred = pipeline.classify(data, models, False, clock)
+        if monitor:
+            monitor.set_stage(None)
+        write_result_dir(out, data, pred, {}, True)
+        n_orfs += len(data.orfs)
+        tokens += sum(len(o.protein) + 2 for o in data.orfs)
+        for k, v in clock.seconds.items():
+            stage_seconds[k] = stage_seconds.get(k, 0.0) + v
+    seconds = time.perf_counter() - t0
+    util = monitor.get_average_utilization(stage="embedding") if monitor else float("nan")
+    if monitor:
+        monitor.stop()
+    d = {"label": f"{label} x{copies}" if copies > 1 else label, "files": copies, "orfs": n_orfs, "esm_tokens": tokens, "seconds": seconds,
+         "orfs_per_second": n_orfs / seconds, "esm_tokens_per_second": tokens / seconds,
+         "gpu_util_embedding_percent": util, "stage_seconds": stage_seconds}
+    log(f"e2e {label}: {n_orfs} ORFs in {seconds:.1f}s = {d['orfs_per_second']:.0f} ORFs/s, util {util:.1f}%")
+    return d
+
+
+def repeated_genome(root: Path):
+    """The chromosome again and again, one file per copy (records renamed so ids stay unique)."""
+    w = common.workload(PROFILE)
+    records = [rec for f in w["files"][:-1] for rec in read_fasta(f)[0]]
+    for k in range(1, 10_000):
+        dst = root / f"genome_copy{k}.fna"
+        with open(dst, "w") as out:
+            out.writelines(f">{rec.id}_copy{k}\n{rec.seq}\n" for rec in records)
+        yield str(dst)
+
+
+def main(argv=None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__)
+    ap.add_argument("--out", default=os.environ.get("OUT", "docs/perf"), help="folder for gpu_report.json")
+    ap.add_argument("--e2e-seconds", type=float, default=120, help="repeat the genome until the run lasts this long")
+    ap.add_argument("--agreement-orfs", type=int, default=1000)
+    ap.add_argument("--reference-bp", type=int, default=150_000, help="size of the reference-engine comparison")
+    ap.add_argument("--skip", nargs="*", default=[], choices=["stages", "agreement", "e2e", "reference"])
+    ap.add_argument("--dry-run", action="store_true",
+                    help="CPU, tiny preset, tiny profile: checks this script, measures nothing worth reporting")
+    args = ap.parse_args(argv)
+    global PRESET, PROFILE
+    if args.dry_run:
+        PRESET, PROFILE = "tiny", "tiny"
+        dev = torch.device("cpu")
+    elif not torch.cuda.is_available():
+        log("gpu_report needs a CUDA GPU (or --dry-run)")
+        return 2
+    else:
+        dev = torch.device("cuda")
+    report = {"commit": package_commit(), "date": datetime.datetime.now(datetime.timezone.utc).isoformat(),
+              "gpu": torch.cuda.get_device_name(0) if dev.type == "cuda" else "none (dry run)",
+              "gpus": torch.cuda.device_count(),
+              "torch": torch.__version__, "python": platform.python_version(), "host": platform.node()}
+    peak = perf.measure_peak_flops(dev) if dev.type == "cuda" else float("nan")
+    report["peak_bf16_flops"] = peak
+    log(f"peak bf16 matmul: {peak / 1e12:.0f} TFLOP/s")
+    fast = "bf16" if dev.type == "cuda" else "fp32"
+    random_src = f"random:{PRESET}"
+
+    w = common.workload(PROFILE)
+    records = [r for f in w["files"][:-1] for r in read_fasta(f)[0]]
+    data = pipeline.InputData(Path(w["files"][0]), records, [])
+    pipeline.prepare(data, 500, pipeline.StageClock())
+    orfs = data.orfs
+    report["genome_orfs"] = len(orfs)
+    report["mean_protein_aa"] = float(np.mean([len(o.protein) for o in orfs]))
+    log(f"genome: {len(data.chunks)} chunks, {len(orfs)} ORFs, mean protein {report['mean_protein_aa']:.1f} aa")
+
+    if "stages" not in args.skip:
+        esm = embed.load_protein_model(random_src, dev, fast)
+        report["esm2"] = stage_alone("esm2", esm, [o.protein for o in orfs], peak)
+        del esm
+        torch.cuda.empty_cache()
+        dna = embed.load_dna_model(random_src, dev, fast)
+        report["dnabert"] = stage_alone("dnabert", dna, [o.nucleotide for o in orfs], peak)
+        del dna
+        torch.cuda.empty_cache()
+
+    if "agreement" not in args.skip:
+        sub = orfs[: args.agreement_orfs]
+        agree = {}
+        feats = {}
+        for name, loader, seqs in (("dnabert", embed.load_dna_model, [o.nucleotide for o in sub]),
+                                   ("esm2", embed.load_protein_model, [o.protein for o in sub])):
+            ref = loader(random_src, dev, "fp32", batch_tokens=2048)
+            ref_emb = ref.embed(seqs)
+            ref.model.to(torch.bfloat16 if dev.type == "cuda" else torch.float32)
+            ref.batch_tokens = embed.auto_token_budget(ref.model, dev)
+            fast_emb = ref.embed(seqs)
+            cos = cosine_rows(fast_emb, ref_emb)
+            agree[name] = {"min_cosine": float(cos.min()), "mean_cosine": float(cos.mean()),
+                           "orfs_below_0.999": int((cos < 0.999).sum()), "orfs": len(seqs)}
+            feats[name] = (ref_emb, fast_emb)
+            del ref
+            torch.cuda.empty_cache()
+        clf = embed.random_classifier(feats["dnabert"][0].shape[1] + feats["esm2"][0].shape[1], 512, seed=0)
+        sub_data = pipeline.InputData(data.path, data.records, [], data.chunks, sub)
+        verdicts = []
+        for k in (0, 1):
+            x = torch.cat([feats["dnabert"][k], feats["esm2"][k]], dim=1)
+            with torch.no_grad():
+                logits = clf(x)
+            probs = torch.softmax(logits, 1).numpy()
+            verdicts.append(chunk_verdicts(sub_data, pipeline.Prediction(logits.numpy(), probs, x.numpy())))
+        same = sum(verdicts[0][c] == verdicts[1][c] for c in verdicts[0])
+        agree["chunk_verdict_agreement"] = same / len(verdicts[0])
+        report["agreement"] = agree
+        log(f"agreement: {json.dumps(agree)}")
+
+    opts = pipeline.Options(chunk_len=500, random_weights=True, preset=PRESET, device=dev.type, progress=False)
+    if "e2e" not in args.skip:
+        models = pipeline.load_models(opts)
+        root = Path(tempfile.mkdtemp(prefix="virnucpro-genome-"))
+        report["e2e_genome"] = end_to_end(repeated_genome(root), models, opts, "genome", args.e2e_seconds)
+        report["e2e_reads"] = end_to_end([w["files"][-1]], models, opts, "150 bp reads")
+        if "esm2" in report:
+            report["e2e_genome"]["fraction_of_esm_alone"] = report["e2e_genome"]["orfs_per_second"] / report["esm2"]["items_per_second"]
+        del models
+        torch.cuda.empty_cache()
+
+    if "reference" not in args.skip:
+        root = Path(tempfile.mkdtemp(prefix="virnucpro-ref-"))
+        sub_path = root / "subset.fna"
+        genome = "".join(r.seq for r in records)[: args.reference_bp]
+        sub_path.write_text(f">subset\n{genome}\n")
+        times = {}
+        for engine in ("fast", "reference"):
+            o = pipeline.Options(**{**opts.__dict__})
+            if engine == "reference":
+                o.precision, o.dna_batch_tokens, o.esm_batch_tokens = "fp32", 1, 2048
+            m = pipeline.load_models(o)
+            times[engine] = end_to_end([str(sub_path)], m, o, engine)["seconds"]
+            del m
+            torch.cuda.empty_cache()
+        report["reference"] = {"bp": args.reference_bp, "seconds": times, "speedup": times["reference"] / times["fast"]}
+        log(f"reference: {times}, speedup {report['reference']['speedup']:.1f}x")
+
+    out = Path(args.out)
+    out.mkdir(parents=True, exist_ok=True)
+    (out / "gpu_report.json").write_text(json.dumps(report, indent=2) + "\n")
+    print(table(report))
+    return 0
+
+
+def table(r: dict) -> str:
+    rows = [("peak bf16 matmul", f"{r['peak_bf16_flops'] / 1e12:.0f} TFLOP/s", "")]
+    for s, target in (("esm2", 0.70), ("dnabert", 0.45)):
+        if s in r:
+            d = r[s]
+            rows.append((f"{s} alone", f"{d['tokens_per_second']:.0f} tok/s, {d['items_per_second']:.0f} ORFs/s, "
+                         f"MFU {d['mfu']:.1%}, util {d['gpu_util_percent']:.0f}%", f"MFU >= {target:.0%}"))
+    for k in ("e2e_genome", "e2e_reads"):
+        if k in r:
+            d = r[k]
+            frac = f", {d['fraction_of_esm_alone']:.0%} of ESM alone" if "fraction_of_esm_alone" in d else ""
+            rows.append((f"e2e {d['label']}", f"{d['orfs_per_second']:.0f} ORFs/s{frac}, util "
+                         f"{d['gpu_util_embedding_percent']:.0f}%", ">= 85% of ESM alone, util >= 95%"))
+    if "reference" in r:
+        rows.append(("speedup vs reference", f"{r['reference']['speedup']:.1f}x", ">= 15x"))
+    if "agreement" in r:
+        a = r["agreement"]
+        rows.append(("bf16 vs fp32", f"min cos DNABERT {a['dnabert']['min_cosine']:.5f}, ESM {a['esm2']['min_cosine']:.5f}; "
+                     f"verdicts {a['chunk_verdict_agreement']:.2%}", "cos >= 0.999, verdicts >= 99.9%"))
+    w = max(len(a) for a, _, _ in rows)
+    return "\n".join(f"{a:<{w}}  {b}  [{c}]" for a, b, c in rows)
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
