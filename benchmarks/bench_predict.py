@@ -41,7 +41,8 @@ class TimePredict:
         self.cmd = common.predict_command(common.workload()["files"], self.out, n_gpus, extra)
 
     def teardown(self, n_gpus, persistent_models):
-        shutil.rmtree(self.out, ignore_errors=True)
+        if hasattr(self, "out"):  # setup may have skipped before making it
+            shutil.rmtree(self.out, ignore_errors=True)
 
     def time_predict(self, n_gpus, persistent_models):
         common.run(self.cmd, self.timeout)
@@ -59,7 +60,8 @@ class TrackSpeedupVsReference:
         self.input = [common.workload()["reference"]]
 
     def teardown(self):
-        shutil.rmtree(self.out, ignore_errors=True)
+        if hasattr(self, "out"):  # setup may have skipped before making it
+            shutil.rmtree(self.out, ignore_errors=True)
 
     def _time(self, extra):
         t0 = time.perf_counter()

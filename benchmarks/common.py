@@ -22,7 +22,7 @@ GENOME = "GCF_001457455.1_NCTC11397_genomic.fna.gz"  # C. diphtheriae NCTC 11397
 PROFILES = {
     "tiny": dict(genome_bp=24_000, parts=3, reads=60, reference_bp=6_000, preset="tiny", device="cpu",
                  chunk_len=500, timeout=600),
-    "full": dict(genome_bp=None, parts=3, reads=4_000, reference_bp=300_000, preset="full", device="cuda",
+    "full": dict(genome_bp=None, parts=3, reads=2_000, reference_bp=150_000, preset="full", device="cuda",
                  chunk_len=500, timeout=1800),
 }
 READ_LEN = 150

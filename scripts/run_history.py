@@ -76,14 +76,15 @@ def run_commit(sha: str, python: str, machine: str, asv_args: list[str]) -> int:
 
 
 def main(argv=None) -> int:
-    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter,
+                                 usage="%(prog)s RANGE --machine NAME [--python PY] [-- ASV_RUN_ARGS...]")
     ap.add_argument("range", help="commit range 'A..B', 'SHA^!' or a single ref")
     ap.add_argument("--python", default=sys.executable, help="Python with virnucpro's dependencies and asv")
     ap.add_argument("--machine", required=True, help="machine name for the results, e.g. h200-x1")
     ap.add_argument("--machine-file", type=Path, default=Path.home() / ".asv-machine.json")
-    ap.add_argument("asv_args", nargs=argparse.REMAINDER, help="after --: extra arguments for asv run")
-    args = ap.parse_args(argv)
-    extra = args.asv_args[1:] if args.asv_args[:1] == ["--"] else args.asv_args
+    argv = sys.argv[1:] if argv is None else list(argv)
+    cut = argv.index("--") if "--" in argv else len(argv)
+    args, extra = ap.parse_args(argv[:cut]), argv[cut + 1:]  # after --: extra arguments for asv run
     print("machine:", register_machine(args.machine, args.python, args.machine_file), flush=True)
     failed = [sha for sha in commits(args.range) if run_commit(sha, args.python, args.machine, extra) != 0]
     if failed:

@@ -78,6 +78,8 @@ def build_parser() -> argparse.ArgumentParser:
     q.add_argument("--engine", choices=("fast", "reference"), default="fast",
                    help="reference = the original recipe (fp32, DNABERT-S one sequence per forward, ESM-2 "
                         "batches of 2048 tokens), kept as the baseline for speed comparisons")
+    q.add_argument("--compile", action="store_true",
+                   help="torch.compile the ESM-2 layers (fuses the small kernels; pays a one-off compile)")
     q.add_argument("--no-persistent-models", action="store_true",
                    help="reload the models for every input file (a measured baseline; slower)")
     return p
@@ -137,7 +139,7 @@ def cmd_predict(args) -> int:
         precision="fp32" if reference else args.precision,
         dna_batch_tokens=1 if reference else args.batch_tokens,
         esm_batch_tokens=2048 if reference else args.batch_tokens,
-        seed=args.seed, progress=not args.no_progress and sys.stderr.isatty())
+        seed=args.seed, progress=not args.no_progress and sys.stderr.isatty(), compile=args.compile)
     info = {"virnucpro_version": __version__, "commit": package_commit(), "command": sys.argv,
             "chunk_length": args.chunk_length, "engine": args.engine,
             "random_weights": args.random_weights, "seed": args.seed if args.random_weights else None}

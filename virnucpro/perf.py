@@ -2,6 +2,7 @@
 the matmul peak of this device, and one timed, monitored run of an embedding stage."""
 from __future__ import annotations
 
+import sys
 import time
 from dataclasses import asdict, dataclass
 
@@ -150,5 +151,8 @@ def start_monitor(interval: float = 0.2):
     try:
         monitor.start()
     except GPUMonitorUnavailable:
+        return None
+    except Exception as e:  # a broken NVML must not cost the measurement itself
+        print(f"warning: GPU monitor failed to start: {type(e).__name__}: {e}", file=sys.stderr)
         return None
     return monitor

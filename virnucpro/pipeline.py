@@ -39,6 +39,7 @@ class Options:
     esm_batch_tokens: int | None = None
     seed: int = 0
     progress: bool = True
+    compile: bool = False
 
 
 @dataclass
@@ -132,7 +133,7 @@ def load_models(opts: Options) -> Models:
         dna = embed.load_dna_model(dna_src, device, precision, seed=opts.seed, batch_tokens=opts.dna_batch_tokens)
     with clock("load_esm2"):
         protein = embed.load_protein_model(esm_src, device, precision, seed=opts.seed,
-                                             batch_tokens=opts.esm_batch_tokens)
+                                             batch_tokens=opts.esm_batch_tokens, compile=opts.compile)
     with clock("load_classifier"):
         if opts.classifier:
             clf = embed.load_classifier(opts.classifier)

@@ -39,12 +39,22 @@ def auto_token_budget(model: torch.nn.Module, device: torch.device) -> int:
     return int(max(4096, min(1 << 20, free * 0.5 // per_token)))
 
 
+def compile_layers(model: torch.nn.Module) -> None:
+    """torch.compile each transformer layer (one graph serves them all: same code, dynamic token
+    count), so that LayerNorm, rotary, GELU and residual adds fuse around the matrix products."""
+    for layer in model.layers:
+        layer.compile(dynamic=True)
+
+
 class Embedder:
     def __init__(self, model, tokenize: Callable[[Sequence[str]], list[list[int]]], device, info: dict,
-                 batch_tokens: int | None = None):
+                 batch_tokens: int | None = None, compile: bool = False):
         self.model, self.tokenize, self.device, self.info = model, tokenize, torch.device(device), info
         self.dim = int(info["dim"])
         self.batch_tokens = batch_tokens or auto_token_budget(model, self.device)
+        if compile:
+            compile_layers(model)
+            self.info = {**info, "compiled": True}
 
     def token_lists(self, seqs: Sequence[str]) -> list[list[int]]:
         return self.tokenize(list(seqs))
@@ -64,18 +74,18 @@ class Embedder:
 
 
 def load_protein_model(source: str, device="cpu", precision: str = "fp32", seed: int = 0,
-                       batch_tokens: int | None = None) -> Embedder:
+                       batch_tokens: int | None = None, compile: bool = False) -> Embedder:
     device = resolve_device(device) if isinstance(device, str) else device
     model, info = esm2.load_esm2(source, device=device, dtype=PRECISIONS[precision], seed=seed)
     model.eval()
     info = {**info, "precision": precision}
-    return Embedder(model, esm2.tokenize, device, info, batch_tokens)
+    return Embedder(model, esm2.tokenize, device, info, batch_tokens, compile)
 
 
 def load_dna_model(source: str, device="cpu", precision: str = "fp32", seed: int = 0,
-                   batch_tokens: int | None = None) -> Embedder:
+                   batch_tokens: int | None = None, compile: bool = False) -> Embedder:
     device = resolve_device(device) if isinstance(device, str) else device
     model, tok, info = dnabert.load_dnabert(source, device=device, dtype=PRECISIONS[precision], seed=seed)
     model.eval()
     info = {**info, "precision": precision}
-    return Embedder(model, lambda seqs: dnabert.tokenize(tok, seqs), device, info, batch_tokens)
+    return Embedder(model, lambda seqs: dnabert.tokenize(tok, seqs), device, info, batch_tokens, compile)
