@@ -95,7 +95,7 @@ def setup_cache():
             if n == 1:
                 load = embed.load_dna_model if stage == "dnabert" else embed.load_protein_model
                 embedder = load(source, p["device"], precision)
-                embedder.embed(seqs[stage][: max(1, len(orfs) // 20)])  # warm-up
+                perf.warm_up(embedder, seqs[stage])
                 monitor = perf.start_monitor() if cuda else None
                 r = perf.run_embed_stage(stage, embedder, seqs[stage], monitor)
                 if monitor is not None:

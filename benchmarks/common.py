@@ -114,6 +114,9 @@ def predict_command(inputs, out: str, n_gpus: int, extra=()) -> list:
 
 
 def run(cmd, timeout: float) -> None:
-    done = subprocess.run(cmd, capture_output=True, text=True, timeout=timeout)
+    # asv hands the commit under test to this process through sys.path only (ASV_PYTHONPATH),
+    # so the child gets the same path or it would import another virnucpro, or none.
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join(p for p in sys.path if p)}
+    done = subprocess.run(cmd, capture_output=True, text=True, timeout=timeout, env=env)
     if done.returncode != 0:
         raise RuntimeError(f"{' '.join(map(str, cmd))} failed ({done.returncode}): {done.stderr[-2000:]}")

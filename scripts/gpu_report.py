@@ -38,7 +38,7 @@ def log(*a):
 
 
 def stage_alone(stage, embedder, seqs, peak):
-    embedder.embed(seqs[: max(1, len(seqs) // 10)])  # warm-up
+    perf.warm_up(embedder, seqs)
     monitor = perf.start_monitor()
     r = perf.run_embed_stage(stage, embedder, seqs, monitor)
     if monitor:

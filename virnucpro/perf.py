@@ -68,6 +68,13 @@ class StageResult:
         return d
 
 
+def warm_up(embedder, seqs) -> None:
+    """Two untimed runs of different sizes: kernels, cuBLAS handles, and compiled attention
+    (FlexAttention compiles for the first shape, then once more for dynamic shapes)."""
+    for frac in (20, 10):
+        embedder.embed(seqs[: max(1, len(seqs) // frac)])
+
+
 def run_embed_stage(stage: str, embedder, seqs, monitor=None) -> StageResult:
     """Tokenise outside the clock, then time embedding of all `seqs` (synchronised at the end)."""
     token_lists = embedder.token_lists(seqs)
@@ -107,7 +114,7 @@ def _stage_worker(stage: str, source: str, precision: str, seqs: list, out_dir: 
         load = embed.load_dna_model if stage == "dnabert" else embed.load_protein_model
         embedder = load(source, "cuda" if use_cuda else "cpu", precision, seed=seed)
         mine = [seqs[i] for i in parallel.shard([len(s) for s in seqs], r.world)[r.rank]]
-        embedder.embed(mine[: max(1, len(mine) // 20)])  # warm-up: kernels, allocator
+        warm_up(embedder, mine)
         monitor = start_monitor() if use_cuda else None
         parallel.barrier(r)
         result = run_embed_stage(stage, embedder, mine, monitor)
