@@ -31,6 +31,7 @@ bench: venv
 
 # Every benchmark once, nothing saved: for CI.
 bench-smoke: venv
+	$(VPY) -m asv machine --yes --machine ci-smoke >/dev/null
 	$(VPY) -m asv check -E existing:$(abspath $(VPY))
 	$(VPY) -m asv run -E existing:$(abspath $(VPY)) --quick --dry-run --show-stderr --machine ci-smoke
 
