@@ -7,9 +7,7 @@ computes per sequence: the mean of the last hidden state over all of its tokens,
 """
 from __future__ import annotations
 
-import glob
 import json
-import os
 import re
 from pathlib import Path
 
@@ -19,6 +17,7 @@ import torch.nn.functional as F
 from tokenizers import Tokenizer
 
 from virnucpro.errors import ModelLoadError
+from virnucpro.models.hub import hf_cache_roots, hf_snapshots
 from virnucpro.models.alibi import PackedLayout, alibi_slopes, packed_alibi_attention
 from virnucpro.presets import PRESETS
 from virnucpro.runner import pack  # noqa: F401  (re-exported: tokens -> packed batch)
@@ -142,16 +141,6 @@ def _read_weights(folder: Path) -> dict[str, torch.Tensor]:
         raise ModelLoadError(f"{folder}: cannot read DNABERT-S weights ({str(e).splitlines()[0]})") from None
 
 
-def _hub_caches() -> list[Path]:
-    caches = []
-    if os.environ.get("HUGGINGFACE_HUB_CACHE"):
-        caches.append(Path(os.environ["HUGGINGFACE_HUB_CACHE"]))
-    if os.environ.get("HF_HOME"):
-        caches.append(Path(os.environ["HF_HOME"]) / "hub")
-    caches.append(Path.home() / ".cache" / "huggingface" / "hub")
-    return list(dict.fromkeys(caches))
-
-
 def _is_snapshot(folder: Path) -> bool:
     return (folder / "config.json").is_file() and (
         (folder / "model.safetensors").is_file() or (folder / "pytorch_model.bin").is_file())
@@ -166,13 +155,10 @@ def find_snapshot(source: str) -> Path:
     looked.append(str(folder))
     if "/" in source and not source.startswith((".", "/", "~")):
         repo = "models--" + source.replace("/", "--")
-        for cache in _hub_caches():
-            ref = cache / repo / "refs" / "main"
-            snaps = [cache / repo / "snapshots" / ref.read_text().strip()] if ref.is_file() else []
-            snaps += sorted(Path(p) for p in glob.glob(str(cache / repo / "snapshots" / "*")))
-            found = next((s for s in snaps if _is_snapshot(s)), None)
-            if found:
-                return found
+        for cache in hf_cache_roots():
+            snaps = hf_snapshots(cache / repo, _is_snapshot)
+            if snaps:
+                return snaps[0]
             looked.append(str(cache / repo / "snapshots" / "*"))
     raise ModelLoadError(
         f"DNABERT-S weights not found for {source!r}; looked in: {'; '.join(looked)}. "

@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 import re
 import zipfile
 from collections.abc import Mapping
@@ -22,6 +21,7 @@ import torch.nn as nn
 import torch.nn.functional as F
 
 from virnucpro.errors import ModelLoadError
+from virnucpro.models.hub import hf_cache_roots, hf_snapshots
 from virnucpro.models.attention import packed_attention, token_index, uses_varlen
 from virnucpro.presets import PRESETS
 from virnucpro.runner import pack  # noqa: F401  (part of this module's API)
@@ -359,26 +359,6 @@ def _load_hf(folder: Path, device, dtype) -> tuple[ESM2, dict]:
     return model, {"kind": "hf", "path": str(folder)}
 
 
-def _hf_cache_roots() -> list[Path]:
-    env = os.environ
-    roots = [env.get("HF_HUB_CACHE"), env.get("HUGGINGFACE_HUB_CACHE")]
-    if env.get("HF_HOME"):
-        roots.append(os.path.join(env["HF_HOME"], "hub"))
-    xdg = env.get("XDG_CACHE_HOME") or os.path.join(os.path.expanduser("~"), ".cache")
-    roots.append(os.path.join(xdg, "huggingface", "hub"))
-    return list(dict.fromkeys(Path(r).expanduser() for r in roots if r))
-
-
-def _hf_snapshots(repo_dir: Path) -> list[Path]:
-    """The snapshot `refs/main` points at first, then any other, newest first."""
-    snaps = sorted((repo_dir / "snapshots").glob("*/"), key=lambda p: p.stat().st_mtime, reverse=True)
-    ref = repo_dir / "refs" / "main"
-    if ref.is_file():
-        main = repo_dir / "snapshots" / ref.read_text().strip()
-        snaps = [main] + [s for s in snaps if s != main]
-    return [s for s in snaps if (s / "config.json").is_file() and _hf_weight_files(s)]
-
-
 def _find_by_name(source: str) -> tuple[str | None, Path | list[str]]:
     """Look `[org/]name` up in the caches: ("fair-esm"|"hf", where) or (None, places looked)."""
     looked = [f"path: {Path(source).expanduser().absolute()}"]
@@ -390,10 +370,10 @@ def _find_by_name(source: str) -> tuple[str | None, Path | list[str]]:
     looked.append(f"torch-hub cache: {hub_file}")
     if hub_file.is_file():
         return "fair-esm", hub_file
-    for root in _hf_cache_roots():
+    for root in hf_cache_roots():
         repo_dir = root / f"models--{org}--{name}"
         looked.append(f"Hugging Face cache: {repo_dir}/snapshots/*/")
-        snaps = _hf_snapshots(repo_dir) if repo_dir.is_dir() else []
+        snaps = hf_snapshots(repo_dir, lambda s: (s / "config.json").is_file() and bool(_hf_weight_files(s)))
         if snaps:
             return "hf", snaps[0]
     return None, looked
@@ -409,7 +389,7 @@ def _not_found(source: str, looked: list[str]) -> ModelLoadError:
         f"  - fair-esm: https://dl.fbaipublicfiles.com/fair-esm/models/{name}.pt "
         f"(name lookups read {Path(torch.hub.get_dir()) / 'checkpoints'}/), or\n"
         f"  - Hugging Face: `huggingface-cli download facebook/{name}` "
-        f"(name lookups read {_hf_cache_roots()[0]}/models--facebook--{name}/).\n"
+        f"(name lookups read {hf_cache_roots()[0]}/models--facebook--{name}/).\n"
         "A run without real weights can use 'random:full' or 'random:tiny'."
     )
 
