@@ -1,13 +1,15 @@
 """Command line: `virnucpro orfs` and `virnucpro predict`.
 
-Exit codes: 0 success; 2 bad input or usage (nothing written); 3 a model or
-checkpoint could not be loaded; 1 any other failure.
+Exit codes: 0 success; 2 bad input or usage (nothing written), including an output
+folder in use by another run and a --resume whose inputs or options differ; 3 a model
+or checkpoint could not be loaded; 1 any other failure (unwritable output, a worker
+that died, out of GPU memory).  docs/RELIABILITY.md says what --resume promises.
 """
 from __future__ import annotations
 
 import argparse
+import os
 import sys
-import time
 from pathlib import Path
 
 from virnucpro import __version__
@@ -68,7 +70,13 @@ def build_parser() -> argparse.ArgumentParser:
                    help="token budget per forward step (default: sized from free GPU memory, 16384 on CPU)")
     q.add_argument("--keep-intermediate", action="store_true",
                    help="also write chunks, ORFs and the 3328-d features under OUT/<stem>/intermediate/")
-    q.add_argument("--force", action="store_true", help="write into an existing non-empty output folder")
+    q.add_argument("--force", action="store_true",
+                   help="write into an existing non-empty output folder (discards the checkpoints of an earlier run)")
+    q.add_argument("--resume", action="store_true",
+                   help="continue the interrupted run in --out (same inputs and options): finished ORF ranges are "
+                        "kept, the rest is computed; starts a new run when --out holds none")
+    q.add_argument("--checkpoint-every", type=int, default=4096, metavar="N",
+                   help="save progress at least every N ORFs per process (default: %(default)s)")
     q.add_argument("--no-progress", action="store_true", help="no progress bars, only the summary")
     q.add_argument("--seed", type=int, default=0, help="seed for random weights (default: 0)")
     q.add_argument("--gpus", metavar="SPEC",
@@ -85,11 +93,28 @@ def build_parser() -> argparse.ArgumentParser:
     return p
 
 
-def _check_out(out: Path, force: bool) -> None:
+def _check_out(out: Path, force: bool, resume: bool = False) -> None:
+    from virnucpro.checkpoint import DIR
+
     if out.exists() and not out.is_dir():
         raise InputError(f"{out}: output path exists and is not a folder")
-    if out.is_dir() and any(out.iterdir()) and not force:
-        raise InputError(f"{out}: output folder exists and is not empty (use --force to write into it)")
+    if not out.is_dir() or not any(out.iterdir()) or force:
+        return
+    interrupted = (out / DIR / "manifest.json").is_file()
+    if resume and not interrupted:
+        raise InputError(f"{out}: --resume: this folder holds no virnucpro run to continue "
+                         "(use --force to write into it)")
+    if not resume:
+        hint = "use --resume to continue the run it holds, or --force" if interrupted else "use --force"
+        raise InputError(f"{out}: output folder exists and is not empty ({hint} to write into it)")
+
+
+def _exit_code(e: VirnucproError) -> int:
+    if isinstance(e, InputError):
+        return EXIT_INPUT
+    if isinstance(e, ModelLoadError):
+        return EXIT_MODEL
+    return getattr(e, "exit_code", EXIT_FAIL)
 
 
 def cmd_orfs(args) -> int:
@@ -119,19 +144,49 @@ def _predict_rank(paths, out, opts, info, keep, persistent):
         parallel.close_group()
 
 
+def _predict_worker(*job):
+    """A spawned rank: a user error becomes one line and the exit code the command would give."""
+    try:
+        _predict_rank(*job)
+    except VirnucproError as e:
+        print(f"virnucpro: error: worker {os.environ.get('RANK')}: {e}", file=sys.stderr)
+        sys.exit(_exit_code(e))
+
+
+def _fingerprint(args, opts, inputs, device) -> dict:
+    """What changes the results: a --resume must match all of it.  Not in it: --batch-tokens,
+    the number of processes and --checkpoint-every (the range layout is kept from the first run)."""
+    from virnucpro import pipeline
+    from virnucpro.checkpoint import sha256_file
+
+    classifier = None
+    if args.classifier:
+        path = Path(args.classifier)
+        classifier = {"path": str(path.resolve()), "sha256": sha256_file(path) if path.is_file() else None}
+    rnd = f"random:{args.preset}" if args.random_weights else None
+    return {"virnucpro": __version__, "chunk_length": args.chunk_length, "engine": args.engine,
+            "dnabert": rnd or args.dnabert, "esm": rnd or args.esm, "classifier": classifier,
+            "seed": args.seed if args.random_weights else None, "device": device.type,
+            "precision": pipeline.resolve_precision(opts.precision, device),
+            "compile": args.compile, "keep_intermediate": args.keep_intermediate,
+            "inputs": [{"name": d.stem, "sha256": sha256_file(d.path)} for d in inputs]}
+
+
 def cmd_predict(args) -> int:
     import torch
 
-    from virnucpro import parallel, pipeline
+    from virnucpro import checkpoint, embed, parallel, pipeline
     from virnucpro.outputs import package_commit
 
     if args.batch_tokens is not None and args.batch_tokens < 1:
         raise InputError(f"--batch-tokens must be positive, got {args.batch_tokens}")
+    if args.checkpoint_every < 1:
+        raise InputError(f"--checkpoint-every must be positive, got {args.checkpoint_every}")
     out = Path(args.out)
     ranked = parallel.rank_from_env()
     if ranked is None or ranked.is_main:
-        _check_out(out, args.force)
-    pipeline.read_inputs(args.inputs)  # validate every input before anything is loaded or written
+        _check_out(out, args.force, args.resume)
+    inputs = pipeline.read_inputs(args.inputs)  # validate every input before anything is loaded or written
     reference = args.engine == "reference"
     opts = pipeline.Options(
         chunk_len=args.chunk_length, classifier=args.classifier, dnabert=args.dnabert, esm=args.esm,
@@ -144,20 +199,26 @@ def cmd_predict(args) -> int:
             "chunk_length": args.chunk_length, "engine": args.engine,
             "random_weights": args.random_weights, "seed": args.seed if args.random_weights else None}
     job = ([str(p) for p in args.inputs], out, opts, info, args.keep_intermediate, not args.no_persistent_models)
-    if ranked is not None or (args.gpus is None and args.cpu_workers is None):
-        _predict_rank(*job)
-    elif args.gpus is not None:
+    gpus, world = None, ranked.world if ranked is not None else 1
+    if ranked is None and args.gpus is not None:
         if args.device == "cpu":
             raise InputError("--gpus needs --device cuda or auto")
         gpus = parallel.parse_gpus(args.gpus, torch.cuda.device_count())
-        opts.device = "cuda"
-        parallel.spawn(_predict_rank, job, len(gpus), gpus)
-    else:
+        opts.device, world = "cuda", len(gpus)
+    elif ranked is None and args.cpu_workers is not None:
         if args.cpu_workers < 1:
             raise InputError(f"--cpu-workers must be positive, got {args.cpu_workers}")
-        opts.device = "cpu"
-        parallel.spawn(_predict_rank, job, args.cpu_workers, None)
-    if args.random_weights and (ranked is None or ranked.is_main):
+        opts.device, world = "cpu", args.cpu_workers
+    if ranked is not None and not ranked.is_main:
+        _predict_rank(*job)  # rank 0 holds the session; the launcher stops this rank if rank 0 fails
+        return 0
+    fields = _fingerprint(args, opts, inputs, embed.resolve_device(opts.device))
+    with checkpoint.Store(out).session(fields, {"every": args.checkpoint_every, "world": world}, args.resume):
+        if ranked is not None or (args.gpus is None and args.cpu_workers is None):
+            _predict_rank(*job)
+        else:
+            parallel.spawn(_predict_worker, job, world, gpus)
+    if args.random_weights:
         print("warning: random weights were used; the scores are meaningless", file=sys.stderr)
     return 0
 
@@ -166,12 +227,6 @@ def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     try:
         return {"orfs": cmd_orfs, "predict": cmd_predict}[args.command](args)
-    except InputError as e:
-        print(f"virnucpro: error: {e}", file=sys.stderr)
-        return EXIT_INPUT
-    except ModelLoadError as e:
-        print(f"virnucpro: error: {e}", file=sys.stderr)
-        return EXIT_MODEL
     except VirnucproError as e:
         print(f"virnucpro: error: {e}", file=sys.stderr)
-        return EXIT_FAIL
+        return _exit_code(e)

@@ -1,5 +1,5 @@
-"""Result files of one input.  Written into a hidden temp folder and renamed into place,
-so an interrupted run never leaves a half-written result folder behind."""
+"""Result files of one input.  Written into a hidden temp folder, fsync'ed and renamed into
+place, so an interrupted run never leaves a half-written result folder behind."""
 from __future__ import annotations
 
 import json
@@ -12,6 +12,8 @@ from pathlib import Path
 import numpy as np
 
 import virnucpro
+from virnucpro import faults
+from virnucpro.checkpoint import fsync_dir, writing
 from virnucpro.fasta import write_fasta
 
 RANDOM_WARNING = "made with RANDOM weights (no trained models given): scores are meaningless, for testing and benchmarking only"
@@ -71,13 +73,31 @@ def write_result_dir(out_root: Path, data, pred, run_info: dict, random_weights:
                      keep_intermediate: bool = False) -> Path:
     final = out_root / data.stem
     tmp = out_root / f".{data.stem}.partial-{os.getpid()}"
-    shutil.rmtree(tmp, ignore_errors=True)
-    tmp.mkdir(parents=True)
+    try:
+        with writing(tmp):
+            shutil.rmtree(tmp, ignore_errors=True)
+            tmp.mkdir(parents=True)
+            _write_files(tmp, data, pred, run_info, random_weights, keep_intermediate)
+            for p in tmp.rglob("*"):
+                if p.is_file():
+                    with open(p, "rb+") as f:
+                        os.fsync(f.fileno())
+            if final.exists():
+                shutil.rmtree(final)
+            os.replace(tmp, final)
+            fsync_dir(out_root)
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+    return final
 
+
+def _write_files(tmp: Path, data, pred, run_info: dict, random_weights: bool, keep_intermediate: bool) -> None:
     with open(tmp / "prediction_results.txt", "w") as f:
         f.write("Sequence_ID\tPrediction\tscore1\tscore2\n")
         for row in prediction_rows(data, pred):
             f.write("\t".join(_fmt(x) for x in row) + "\n")
+    faults.point("write", tmp / "prediction_results.txt")
     verdicts = chunk_verdicts(data, pred)
     with open(tmp / "prediction_results_highestscore.csv", "w") as f:
         f.write("Modified_ID\tIs_Virus\n")
@@ -110,10 +130,6 @@ def write_result_dir(out_root: Path, data, pred, run_info: dict, random_weights:
     with open(tmp / "run.json", "w") as f:
         json.dump(info, f, indent=2, default=str)
         f.write("\n")
-    if final.exists():
-        shutil.rmtree(final)
-    os.replace(tmp, final)
-    return final
 
 
 def write_orf_files(out_dir: Path, data) -> None:

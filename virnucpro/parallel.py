@@ -2,13 +2,17 @@
 
 Both ways of running several processes share one code path: `--gpus` spawns workers
 that form a torch.distributed group on localhost, exactly as `torchrun` would have
-started them.  Every rank holds the same (deterministic) work list, takes its shard,
-and rank 0 gathers the results and puts them back in input order.
+started them.  Every rank holds the same (deterministic) work list and takes its share;
+rank 0 decides and broadcasts, and gathers.  A worker that fails takes the others down
+at once (`spawn`), and a killed main process takes its workers with it.
 """
 from __future__ import annotations
 
 import os
+import pickle
+import signal
 import socket
+from contextlib import suppress
 from dataclasses import dataclass
 
 import numpy as np
@@ -16,6 +20,14 @@ import torch
 import torch.distributed as dist
 
 from virnucpro.errors import InputError, VirnucproError
+
+
+class WorkerError(VirnucproError):
+    """A spawned worker failed; `exit_code` is what the command exits with."""
+
+    def __init__(self, message: str, exit_code: int = 1):
+        super().__init__(message)
+        self.exit_code = exit_code
 
 
 @dataclass(frozen=True)
@@ -103,6 +115,16 @@ def gather(obj, r: Rank):
     return out
 
 
+def broadcast(obj, r: Rank):
+    """Rank 0's object on every rank: one decision instead of each rank reading shared state
+    at a slightly different moment."""
+    if r.world == 1:
+        return obj
+    box = [obj]
+    dist.broadcast_object_list(box, src=0)
+    return box[0]
+
+
 def barrier(r: Rank) -> None:
     if r.world > 1:
         dist.barrier()
@@ -119,7 +141,21 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
-def _spawned(local: int, fn, args, world: int, port: int, gpus: list[int] | None):
+def _die_with_parent(parent: int) -> None:
+    """A worker must not outlive a killed main process: it would keep writing into OUT after the
+    lock is gone.  Linux only (prctl PR_SET_PDEATHSIG); elsewhere this does nothing."""
+    try:
+        import ctypes
+
+        ctypes.CDLL(None, use_errno=True).prctl(1, signal.SIGKILL)
+    except (OSError, AttributeError):
+        return
+    if os.getppid() != parent:  # it died before prctl took effect
+        os._exit(1)
+
+
+def _spawned(local: int, fn, args, world: int, port: int, gpus: list[int] | None, parent: int):
+    _die_with_parent(parent)
     # Pin the worker to its GPU before CUDA starts: it then sees exactly that one device as cuda:0.
     if gpus is not None:
         os.environ["CUDA_VISIBLE_DEVICES"] = str(gpus[local])
@@ -129,7 +165,8 @@ def _spawned(local: int, fn, args, world: int, port: int, gpus: list[int] | None
 
 
 def spawn(fn, args: tuple, world: int, gpus: list[int] | None) -> None:
-    """Run fn(*args) in `world` spawned processes; raises if any of them fails."""
+    """Run fn(*args) in `world` spawned processes.  As soon as one fails (exception, exit code,
+    signal) the others are terminated and WorkerError is raised; nothing waits on a dead peer."""
     import torch.multiprocessing as mp
 
     visible = os.environ.get("CUDA_VISIBLE_DEVICES")
@@ -137,11 +174,40 @@ def spawn(fn, args: tuple, world: int, gpus: list[int] | None) -> None:
         # Indices in --gpus are relative to what this process may see.
         names = [v.strip() for v in visible.split(",")]
         gpus = [names[i] for i in gpus]
+    ctx = mp.start_processes(_spawned, args=(fn, args, world, free_port(), gpus, os.getpid()), nprocs=world,
+                             join=False, start_method="spawn")
     try:
-        mp.start_processes(_spawned, args=(fn, args, world, free_port(), gpus), nprocs=world,
-                           join=True, start_method="spawn")
-    except mp.ProcessRaisedException as e:
-        last = [ln for ln in str(e).strip().splitlines() if ln.strip()][-1]
-        raise VirnucproError(f"worker process {e.error_index} failed: {last}") from None
-    except mp.ProcessExitedException as e:
-        raise VirnucproError(f"worker process {e.error_index} died with exit code {e.exit_code}") from None
+        while not ctx.join():
+            pass
+    except (mp.ProcessRaisedException, mp.ProcessExitedException) as e:
+        raise _cause(ctx, e) from None
+    finally:
+        for path in ctx.error_files:
+            with suppress(OSError):
+                os.unlink(path)
+
+
+def _cause(ctx, first) -> WorkerError:
+    """When one worker dies, its peers' collectives fail too, and the parent may notice those
+    first.  The cause is a signal (other than the SIGTERM that stopped the rest), else an exit
+    code of the worker's own (a reported user error), else the earliest traceback."""
+    found = []
+    for i, p in enumerate(ctx.processes):
+        code, path = p.exitcode, ctx.error_files[i]
+        if code in (0, None, -signal.SIGTERM):
+            continue
+        if code < 0:
+            try:
+                name = signal.Signals(-code).name
+            except ValueError:
+                name = f"signal {-code}"
+            found.append(((0, 0), WorkerError(f"worker process {i} was killed by {name}")))
+        elif not os.path.exists(path):
+            found.append(((1, 0), WorkerError(f"worker process {i} exited with code {code}", code)))
+        else:
+            with open(path, "rb") as f:
+                last = [ln for ln in pickle.load(f).strip().splitlines() if ln.strip()][-1]
+            found.append(((2, os.stat(path).st_mtime_ns), WorkerError(f"worker process {i} failed: {last}")))
+    if found:
+        return min(found, key=lambda f: f[0])[1]
+    return WorkerError(f"worker process {first.error_index}: {first}")

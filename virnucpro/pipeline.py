@@ -2,6 +2,7 @@
 
 Every input is read and validated before any model loads or anything is written, so
 a bad file costs nothing and leaves OUT untouched.  Models load once per invocation.
+ORFs are scored in fixed ranges, each saved as soon as it is done (see checkpoint.py).
 """
 from __future__ import annotations
 
@@ -14,7 +15,7 @@ import numpy as np
 import torch
 from tqdm import tqdm
 
-from virnucpro import embed, parallel
+from virnucpro import checkpoint, embed, faults, parallel
 from virnucpro.chunking import Chunk, chunk_records
 from virnucpro.errors import InputError, ModelLoadError
 from virnucpro.fasta import Record, read_fasta
@@ -110,6 +111,7 @@ def read_inputs(paths: list[str | Path]) -> list[InputData]:
 def prepare(data: InputData, chunk_len: int, clock: StageClock) -> InputData:
     with clock("chunk"):
         data.chunks = chunk_records(data.records, chunk_len)
+    faults.point("chunking")
     with clock("translate"):
         data.orfs = identify_orfs(data.chunks)
     with_orf = {o.chunk_id for o in data.orfs}
@@ -159,51 +161,101 @@ def _bar(total: int, desc: str, unit: str, enabled: bool):
 
 def classify(data: InputData, models: Models, progress: bool, clock: StageClock, subset=None) -> Prediction:
     orfs = data.orfs if subset is None else [data.orfs[i] for i in subset]
-    n = len(orfs)
-    with clock("dnabert"), _bar(n, "DNABERT-S", "ORF", progress) as bar:
-        dna = models.dna.embed([o.nucleotide for o in orfs], on_batch=bar.update)
-    with clock("esm2"), _bar(n, "ESM-2", "ORF", progress) as bar:
-        prot = models.protein.embed([o.protein for o in orfs], on_batch=bar.update)
+    with _bar(len(orfs), "DNABERT-S", "ORF", progress) as dbar, _bar(len(orfs), "ESM-2", "ORF", progress) as pbar:
+        return _classify(orfs, models, clock, dbar.update, pbar.update)
+
+
+def _classify(orfs, models: Models, clock: StageClock, on_dna=None, on_protein=None) -> Prediction:
+    with clock("dnabert"):
+        dna = models.dna.embed([o.nucleotide for o in orfs], on_batch=on_dna)
+    faults.point("dnabert")
+    with clock("esm2"):
+        prot = models.protein.embed([o.protein for o in orfs], on_batch=on_protein)
+    faults.point("esm2")
     with clock("merge"):
         features = torch.cat([dna, prot], dim=1)
     with clock("predict"), torch.inference_mode():
-        logits = models.classifier(features.to(models.device)).float().cpu() if n else torch.empty(0, 2)
+        logits = models.classifier(features.to(models.device)).float().cpu() if orfs else torch.empty(0, 2)
         probs = torch.softmax(logits, dim=1)
+    faults.point("predict")
     return Prediction(logits.numpy(), probs.numpy(), features.numpy())
 
+
+def _score_ranges(data: InputData, spans, models: Models, store: checkpoint.Store, progress: bool,
+                  clock: StageClock, keep: bool, main: bool) -> None:
+    total = sum(b - a for a, b in spans)
+    with _bar(total, "DNABERT-S", "ORF", progress) as dbar, _bar(total, "ESM-2", "ORF", progress) as pbar:
+        for a, b in spans:
+            part = _classify(data.orfs[a:b], models, clock, dbar.update, pbar.update)
+            with clock("checkpoint"):
+                store.save(data, a, b, part, keep)
+                if main:
+                    store.note(data.stem)
+
+
+def _agree_on_budgets(models: Models, opts: Options, store: checkpoint.Store, r: parallel.Rank) -> None:
+    """An automatic token budget depends on free GPU memory, and batches of another size round
+    differently.  So every rank, and every resume, uses the budget rank 0 chose first (kept in
+    the manifest): a range then gets the same batches whoever computes it."""
+    auto = {k: e for k, e, given in (("dnabert", models.dna, opts.dna_batch_tokens),
+                                     ("esm2", models.protein, opts.esm_batch_tokens)) if given is None}
+    if r.is_main and any(k not in store.manifest.get("auto_batch_tokens", {}) for k in auto):
+        chosen = store.manifest.setdefault("auto_batch_tokens", {})
+        for k, e in auto.items():
+            chosen.setdefault(k, e.batch_tokens)
+        store.write_manifest()
+    chosen = parallel.broadcast(store.manifest.get("auto_batch_tokens", {}) if r.is_main else None, r)
+    for k, e in auto.items():
+        e.batch_tokens = chosen[k]
 
 
 def run(paths: list[str], out: Path, opts: Options, run_info: dict, keep_intermediate: bool = False,
         persistent: bool = True, r: parallel.Rank = parallel.Rank()) -> list[str]:
-    """Predict every input; called once per rank.  Rank 0 writes the results and
-    returns one summary line per input."""
+    """Predict every input; called once per rank, while the main process holds the session of
+    checkpoint.Store(out) (lock and manifest).  Rank 0 decides which ranges are still to do and
+    deals them out, every rank saves what it scores, rank 0 merges the saved ranges and writes
+    the results.  Returns, on rank 0, one summary line per input."""
     from virnucpro.outputs import chunk_verdicts, write_result_dir
 
     parallel.init_group(r, opts.device == "cuda" or (opts.device == "auto" and torch.cuda.is_available()))
+    store = checkpoint.Store(out)
+    store.manifest = parallel.broadcast(store.read_manifest() if r.is_main else None, r)
     inputs = read_inputs(paths)
     models, lines = None, []
     for data in inputs:
         t0 = time.perf_counter()
+        clock = StageClock()
+        prepare(data, opts.chunk_len, clock)
+        spans = store.ranges(len(data.orfs))
+        todo = parallel.broadcast(store.pending(data, spans) if r.is_main else None, r)
+        if todo is None:
+            if r.is_main:
+                lines.append(f"{data.path}: finished by an earlier run -> {out / data.stem}")
+            continue
         if models is None or not persistent:
             models = None  # drop the old copy before loading the next
             models = load_models(opts)
-        clock = StageClock()
-        prepare(data, opts.chunk_len, clock)
-        mine = parallel.shard([len(o.protein) for o in data.orfs], r.world)[r.rank]
-        part = classify(data, models, opts.progress and r.is_main, clock, subset=mine)
-        parts = parallel.gather((mine, part, clock.seconds), r)
+            _agree_on_budgets(models, opts, store, r)
+        mine = [spans[i] for i in todo[r.rank::r.world]]
+        _score_ranges(data, mine, models, store, opts.progress and r.is_main, clock, keep_intermediate, r.is_main)
+        per_rank = parallel.gather(clock.seconds, r)
         if r.is_main:
-            n = len(data.orfs)
-            pred = Prediction(*(parallel.unshard(n, [(i, getattr(p, f)) for i, p, _ in parts])
-                                for f in ("logits", "probs", "features")))
+            with clock("gather"):
+                cols = store.load(data, spans, models.dna.dim + models.protein.dim, keep_intermediate)
+            faults.point("merge")
+            pred = Prediction(cols["logits"], cols["probs"], cols["features"])
             seconds = {**models.seconds, **clock.seconds}
             if r.world > 1:
-                seconds["per_rank"] = [s for _, _, s in parts]
+                seconds["per_rank"] = per_rank
+            n = len(data.orfs)
             info = {**run_info, "device": str(models.device), "weights": models.weights, "world_size": r.world,
                     "persistent_models": persistent,
+                    "batch_tokens": {"dnabert": models.dna.batch_tokens, "esm2": models.protein.batch_tokens},
+                    "checkpoint": {"ranges": len(spans), "reused": len(spans) - len(todo)},
                     "seconds": {k: (round(v, 4) if isinstance(v, float) else v) for k, v in seconds.items()},
                     "total_seconds": round(time.perf_counter() - t0, 3)}
             final = write_result_dir(out, data, pred, info, models.random, keep_intermediate)
+            store.finish(data.stem)
             viral = sum(chunk_verdicts(data, pred).values())
             lines.append(f"{data.path}: {len(data.records)} sequences, {len(data.chunks)} chunks, {n} ORFs, "
                          f"{viral} chunks called viral, {len(data.skipped)} skipped -> {final}")

@@ -5,11 +5,13 @@ gives one float32 row per sequence, in input order, on the CPU.
 """
 from __future__ import annotations
 
+import sys
 from typing import Callable, Sequence
 
 import torch
 
-from virnucpro.errors import InputError
+from virnucpro import faults
+from virnucpro.errors import InputError, VirnucproError
 from virnucpro.models import dnabert, esm2
 from virnucpro.models.classifier import MLPClassifier, load_classifier, random_classifier  # noqa: F401
 from virnucpro.runner import pack, run_batched
@@ -64,10 +66,41 @@ class Embedder:
         pin = self.device.type == "cuda"
 
         def step(batch):
+            faults.point("step")
             tokens, cu, max_len = pack(batch, self.device, pin=pin)
             return self.model.embed_packed(tokens, cu, max_len)
 
-        return run_batched(token_lists, self.batch_tokens, step, self.dim, on_batch)
+        while True:
+            done = 0
+
+            def counted(k):
+                nonlocal done
+                done += k
+                if on_batch is not None:
+                    on_batch(k)
+
+            try:
+                return run_batched(token_lists, self.batch_tokens, step, self.dim, counted)
+            except torch.cuda.OutOfMemoryError:
+                pass  # retry outside the handler: its traceback holds the failed step's tensors
+            self._shrink(max(map(len, token_lists)))
+            if on_batch is not None and done:
+                on_batch(-done)
+
+    def _shrink(self, longest: int) -> None:
+        """Halve the token budget after running out of memory; below the longest sequence
+        (a step of one sequence) there is nothing left to halve."""
+        if self.batch_tokens <= longest:
+            raise VirnucproError(
+                f"out of GPU memory on {self.device} even with one sequence ({longest} tokens) per step: the model "
+                "does not fit beside what else uses that GPU; free it of other processes, use --precision bf16, "
+                "or use a GPU with more memory")
+        if self.device.type == "cuda":
+            torch.cuda.empty_cache()
+        new = max(self.batch_tokens // 2, longest)
+        print(f"virnucpro: out of GPU memory at {self.batch_tokens} tokens per step, retrying with {new} "
+              f"(--batch-tokens {new} starts there)", file=sys.stderr)
+        self.batch_tokens = new
 
     def embed(self, seqs: Sequence[str], on_batch=None) -> torch.Tensor:
         return self.embed_tokens(self.token_lists(seqs), on_batch)

@@ -1,0 +1,318 @@
+"""Reliability of `predict` (docs/RELIABILITY.md): resume after SIGKILL with byte-identical
+results, fail fast when a worker dies, OOM retry, output-folder lock, unwritable output.
+Faults are injected with VIRNUCPRO_TEST_FAULT (virnucpro/faults.py)."""
+import json
+import os
+import pickle
+import shutil
+import signal
+import subprocess
+import sys
+import time
+from collections import Counter
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from Bio import SeqIO
+
+from virnucpro import checkpoint, embed, faults
+from virnucpro.cli import main
+
+DATA = Path(__file__).parent / "data"
+ROOT = Path(__file__).resolve().parents[1]
+INPUTS = [str(DATA / "KK037166.fna"), str(DATA / "edge_cases.fa")]
+OPTS = ["-l", "300", "--random-weights", "--preset", "tiny", "--device", "cpu", "--no-progress",
+        "--checkpoint-every", "16", "--keep-intermediate"]
+STEMS = ("KK037166", "edge_cases")  # 114 ORFs in 8 ranges of 15, then 60 ORFs in 4 ranges
+FILES = ("prediction_results.txt", "prediction_results_highestscore.csv", "contig_summary.tsv", "skipped.tsv",
+         "intermediate/chunks.fa", "intermediate/orfs.fna", "intermediate/orfs.faa")
+# fault -> ranges of KK037166 already saved when it struck (None: that input was finished)
+KILLS = {"chunking:2": None, "dnabert:3": 2, "esm2:5": 4, "checkpoint:4": 3, "merge:1": 8, "write:1": 8}
+
+
+def predict(out, *extra, inputs=INPUTS):
+    return main(["predict", *inputs, *OPTS, "-o", str(out), *extra])
+
+
+def launch(out, fault, *extra):
+    return subprocess.Popen([sys.executable, "-m", "virnucpro", "predict", *INPUTS, *OPTS, "-o", str(out), *extra],
+                            env={**os.environ, faults.ENV: fault}, cwd=ROOT, stdout=subprocess.PIPE,
+                            stderr=subprocess.PIPE, text=True)
+
+
+def reused(out, stem="KK037166"):
+    return json.loads((out / stem / "run.json").read_text())["checkpoint"]["reused"]
+
+
+def saved(out, stem="KK037166"):
+    return sorted(p.name for p in (out / checkpoint.DIR / "ranges" / stem).glob("[!.]*"))
+
+
+def assert_same_results(out, base):
+    for stem in STEMS:
+        for name in FILES:
+            assert (out / stem / name).read_bytes() == (base / stem / name).read_bytes(), f"{stem}/{name}"
+        # orfs.faa is equal, so row i must be ORF i's embedding in both
+        a, b = (np.load(d / stem / "intermediate" / "features.npy") for d in (out, base))
+        assert a.shape == b.shape
+        assert np.flatnonzero((a != b).any(axis=1)).tolist() == []
+    assert sorted(p.name for p in out.iterdir()) == sorted(p.name for p in base.iterdir())
+
+
+@pytest.fixture(scope="module")
+def baseline(tmp_path_factory):
+    out = tmp_path_factory.mktemp("base") / "out"
+    assert predict(out) == 0
+    return out
+
+
+@pytest.fixture(scope="module")
+def killed(tmp_path_factory):
+    """Every kill point at once: the runs are independent and mostly start-up time."""
+    root = tmp_path_factory.mktemp("killed")
+    procs = {f: (root / f.replace(":", "_"), launch(root / f.replace(":", "_"), f)) for f in KILLS}
+    errs = {f: p.communicate(timeout=300)[1] for f, (_, p) in procs.items()}
+    return {f: (out, p.returncode, errs[f]) for f, (out, p) in procs.items()}
+
+
+@pytest.fixture
+def fault(monkeypatch):
+    monkeypatch.setattr(faults, "_hits", Counter())
+    return lambda spec: monkeypatch.setenv(faults.ENV, spec)
+
+
+@pytest.mark.parametrize("where", list(KILLS))
+def test_resume_after_sigkill_is_byte_identical(killed, baseline, where):
+    out, rc, err = killed[where]
+    assert rc == -signal.SIGKILL, err[-2000:]
+    finished = KILLS[where] is None
+    assert (out / "KK037166").is_dir() == finished
+    if not finished:
+        assert len(saved(out)) == KILLS[where]
+    assert predict(out, "--resume") == 0
+    assert_same_results(out, baseline)
+    assert not list((out / checkpoint.DIR).rglob(".*.tmp-*"))
+    if not finished:
+        assert reused(out) == KILLS[where]
+
+
+def test_each_feature_row_is_its_own_orfs_embedding(baseline):
+    inter = baseline / "KK037166" / "intermediate"
+    feats = np.load(inter / "features.npy")
+    nuc = [str(r.seq) for r in SeqIO.parse(inter / "orfs.fna", "fasta")]
+    prot = [str(r.seq) for r in SeqIO.parse(inter / "orfs.faa", "fasta")]
+    dna, protein = embed.load_dna_model("random:tiny"), embed.load_protein_model("random:tiny")
+    for i in (0, 14, 15, 60, len(nuc) - 1):  # both sides of a range boundary, and the last range
+        row = torch.cat([dna.embed([nuc[i]]), protein.embed([prot[i]])], dim=1)[0].numpy()
+        assert np.allclose(row, feats[i], atol=1e-5)
+        assert not np.allclose(row, feats[i - 1], atol=1e-3)
+
+
+def test_dead_worker_stops_the_run_and_its_saved_ranges_are_kept(baseline, tmp_path):
+    out = tmp_path / "out"
+    p = launch(out, "esm2:2@1", "--cpu-workers", "2")  # rank 1 dies in its second range (45-60)
+    _, err = p.communicate(timeout=90)  # a survivor stuck waiting on the dead rank would time out here
+    assert p.returncode == 1
+    assert "worker process 1 was killed by SIGKILL" in err
+    assert "15-30.npz" in saved(out)  # rank 1's first range
+    assert predict(out, "--resume") == 0
+    assert_same_results(out, baseline)
+    assert reused(out) >= 1
+
+
+def test_worker_exception_is_reported(tmp_path, capsys, fault):
+    fault("esm2:1:raise")
+    assert predict(tmp_path / "out", "--cpu-workers", "1") == 1
+    assert "worker process 0 failed: RuntimeError: injected fault at esm2" in capsys.readouterr().err
+
+
+def test_the_cause_of_a_failure_is_not_a_peers_consequence(tmp_path):
+    from types import SimpleNamespace
+
+    from virnucpro.parallel import _cause
+
+    def ctx(*workers):  # (exit code, traceback or None)
+        files = []
+        for i, (_, trace) in enumerate(workers):
+            files.append(tmp_path / f"err{i}")
+            if trace is not None:
+                files[-1].write_bytes(pickle.dumps(f"Traceback:\n{trace}\n"))
+                os.utime(files[-1], ns=(i, i))  # written in worker order
+        procs = [SimpleNamespace(exitcode=code) for code, _ in workers]
+        return SimpleNamespace(processes=procs, error_files=[str(f) for f in files])
+
+    lost = "RuntimeError: Connection closed by peer"
+    assert str(_cause(ctx((1, lost), (-9, None)), None)) == "worker process 1 was killed by SIGKILL"
+    e = _cause(ctx((1, lost), (3, None), (-15, None)), None)
+    assert (str(e), e.exit_code) == ("worker process 1 exited with code 3", 3)
+    assert str(_cause(ctx((-15, None), (1, "RuntimeError: CUDA error"), (1, lost)), None)) == \
+        "worker process 1 failed: RuntimeError: CUDA error"
+
+
+def _children(pid):
+    kids = []
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        try:
+            fields = stat.read_text().rsplit(")", 1)[1].split()
+        except OSError:
+            continue
+        if int(fields[1]) == pid:
+            kids.append((int(stat.parent.name), fields[0]))
+    return kids
+
+
+def _alive(pid):
+    try:
+        return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0] != "Z"
+    except OSError:
+        return False
+
+
+def test_second_run_is_refused_and_workers_die_with_their_main(baseline, tmp_path, capsys):
+    out = tmp_path / "out"
+    p = launch(out, "esm2:2:stop@1", "--cpu-workers", "2")  # rank 1 freezes; the run holds its lock
+    deadline = time.monotonic() + 120
+    while not any(state == "T" for _, state in _children(p.pid)):
+        assert p.poll() is None and time.monotonic() < deadline, p.stderr.read() if p.poll() is not None else ""
+        time.sleep(0.2)
+    workers = [pid for pid, _ in _children(p.pid)]
+    before = saved(out)
+    for extra in (["--resume"], ["--force"]):
+        assert predict(out, *extra) == 2
+        err = capsys.readouterr().err
+        assert f"another virnucpro run (pid {p.pid})" in err and len(err.splitlines()) == 1
+    assert set(before) <= set(saved(out))  # --force discarded nothing of the running run
+    os.kill(p.pid, signal.SIGKILL)
+    p.wait(timeout=30)
+    deadline = time.monotonic() + 30
+    while any(map(_alive, workers)):
+        assert time.monotonic() < deadline, "workers outlived their killed main process"
+        time.sleep(0.2)
+    assert predict(out, "--resume") == 0
+    assert_same_results(out, baseline)
+
+
+def test_out_of_memory_halves_the_token_budget(baseline, tmp_path, capsys, fault):
+    fault("step:1:oom")
+    out = tmp_path / "out"
+    assert predict(out, "--batch-tokens", "1024") == 0
+    assert "out of GPU memory at 1024 tokens per step, retrying with 512" in capsys.readouterr().err
+    assert json.loads((out / "KK037166" / "run.json").read_text())["batch_tokens"] == {"dnabert": 512, "esm2": 1024}
+    for stem in STEMS:  # other batches round differently: same ids, scores equal to float precision
+        a, b = ([ln.split("\t") for ln in (d / stem / "prediction_results.txt").read_text().splitlines()[1:]]
+                for d in (out, baseline))
+        assert [r[0] for r in a] == [r[0] for r in b]
+        assert np.allclose(np.array([r[2:] for r in a], float), np.array([r[2:] for r in b], float), atol=1e-5)
+
+
+def test_out_of_memory_at_one_sequence_per_step_fails_with_advice(tmp_path, capsys, fault):
+    fault("step:*:oom")
+    out = tmp_path / "out"
+    assert predict(out, "--batch-tokens", "1024") == 1
+    err = capsys.readouterr().err
+    assert "retrying with 512" in err and "even with one sequence" in err and "--precision bf16" in err
+    assert not out.exists()  # nothing was saved, so the folder this run created is gone
+
+
+def test_disk_full_keeps_earlier_checkpoints(baseline, tmp_path, capsys, fault, monkeypatch):
+    out = tmp_path / "out"
+    fault("checkpoint:3:enospc")
+    assert predict(out) == 1
+    err = capsys.readouterr().err.strip()
+    assert len(err.splitlines()) == 1 and "No space left on device" in err and str(out / ".virnucpro") in err
+    assert saved(out) == ["0-15.npz", "15-30.npz"]  # and no temp file
+    monkeypatch.delenv(faults.ENV)
+    damaged = out / checkpoint.DIR / "ranges" / "KK037166" / "15-30.npz"
+    damaged.write_bytes(damaged.read_bytes()[:200])
+    assert predict(out, "--resume") == 0
+    assert_same_results(out, baseline)
+    assert reused(out) == 1  # the damaged range was recomputed
+
+
+def test_resume_keeps_the_first_runs_automatic_budget(tmp_path, fault, monkeypatch):
+    # the automatic budget follows free GPU memory, so it may differ on resume; the CPU default stands in
+    monkeypatch.setattr(embed, "DEFAULT_CPU_BUDGET", 64)
+    assert predict(tmp_path / "small") == 0
+    out = tmp_path / "out"
+    fault("checkpoint:5:enospc")
+    assert predict(out) == 1
+    monkeypatch.delenv(faults.ENV)
+    monkeypatch.setattr(embed, "DEFAULT_CPU_BUDGET", 16384)
+    assert predict(out, "--resume") == 0
+    assert_same_results(out, tmp_path / "small")
+
+
+def test_disk_full_while_writing_results(baseline, tmp_path, capsys, fault, monkeypatch):
+    out = tmp_path / "out"
+    fault("write:2:enospc")
+    assert predict(out) == 1
+    err = capsys.readouterr().err
+    assert "No space left on device" in err and ".edge_cases.partial-" in err
+    assert sorted(p.name for p in out.iterdir()) == [".virnucpro", "KK037166"]
+    monkeypatch.delenv(faults.ENV)
+    assert predict(out, "--resume") == 0
+    assert_same_results(out, baseline)
+    assert reused(out, "edge_cases") == 4
+
+
+def test_read_only_output_is_a_clear_error(tmp_path, capsys, fault, monkeypatch):
+    out = tmp_path / "out"
+    fault("checkpoint:3:enospc")
+    assert predict(out) == 1
+    monkeypatch.delenv(faults.ENV)
+    dirs = [out, *(p for p in out.rglob("*") if p.is_dir())]
+    files = {p: p.read_bytes() for p in out.rglob("*") if p.is_file()}
+    for d in dirs:
+        d.chmod(0o500)
+    try:
+        if os.access(out, os.W_OK):
+            pytest.skip("running as root: permissions do not stop writes")
+        capsys.readouterr()
+        assert predict(out, "--resume") == 1
+        err = capsys.readouterr().err
+        assert "cannot write" in err and "Permission denied" in err and str(out) in err
+    finally:
+        for d in dirs:
+            d.chmod(0o755)
+    assert {p: p.read_bytes() for p in out.rglob("*") if p.is_file()} == files
+
+
+def test_resume_refuses_other_inputs_or_options(baseline, tmp_path, capsys):
+    out = tmp_path / "out"
+    shutil.copytree(baseline, out)
+    changed = tmp_path / "KK037166.fna"
+    changed.write_text((DATA / "KK037166.fna").read_text().replace("ACGT", "ACGA", 1))
+    cases = [(["--resume", "-l", "500"], INPUTS, "chunk_length was 300, now 500"),
+             (["--resume", "--seed", "1"], INPUTS, "seed was 0, now 1"),
+             (["--resume"], INPUTS[:1], "inputs were ['KK037166', 'edge_cases'], now ['KK037166']"),
+             (["--resume"], [str(changed), INPUTS[1]], "the content of KK037166 changed"),
+             ([], INPUTS, "use --resume")]
+    before = {p: p.read_bytes() for p in out.rglob("*") if p.is_file()}
+    for extra, inputs, why in cases:
+        assert predict(out, *extra, inputs=inputs) == 2
+        assert why in capsys.readouterr().err
+    assert {p: p.read_bytes() for p in out.rglob("*") if p.is_file()} == before
+    assert predict(out, "--resume") == 0
+    assert "finished by an earlier run" in capsys.readouterr().err
+    assert {p: p.read_bytes() for p in out.rglob("*") if p.is_file()} == before
+
+
+def test_resume_needs_a_run_to_continue(tmp_path, capsys):
+    busy = tmp_path / "busy"
+    busy.mkdir()
+    (busy / "keep.txt").write_text("x")
+    assert predict(busy, "--resume") == 2
+    assert "holds no virnucpro run" in capsys.readouterr().err
+    assert sorted(p.name for p in busy.iterdir()) == ["keep.txt"]
+
+
+@pytest.mark.parametrize("n,every,world", [(1, 16, 1), (114, 16, 1), (114, 16, 2), (60, 4096, 8), (10_001, 4096, 3)])
+def test_ranges_cover_every_orf_once_and_balance_the_ranks(n, every, world):
+    spans = checkpoint.ranges(n, every, world)
+    assert [i for a, b in spans for i in range(a, b)] == list(range(n))
+    sizes = [b - a for a, b in spans]
+    assert max(sizes) <= every and len(set(sizes[:-1])) <= 1
+    per_rank = [sum(sizes[r::world]) for r in range(world)]
+    assert max(per_rank) - min(per_rank) <= max(sizes)

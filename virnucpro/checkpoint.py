@@ -1,0 +1,277 @@
+"""Checkpoints of `predict`, so that a killed run resumes where it stopped.
+
+OUT/.virnucpro/ holds `lock` (flock'ed by the run in progress), `manifest.json` (the
+fingerprint of inputs and result-changing options, the range layout, which inputs are
+finished and which ranges are done) and ranges/<stem>/<a>-<b>.npz: the scores of ORFs
+a..b-1 of one input.  Every file is written to a temp name, fsync'ed and renamed, so a
+kill leaves either the old file or the new one.  A range file carries the fingerprint
+and a digest of its ORF ids and is used only if both match: a row can never be paired
+with another ORF's id.  Chunking and translation are cheap and deterministic, so they
+are recomputed on resume rather than saved.
+"""
+from __future__ import annotations
+
+import fcntl
+import hashlib
+import json
+import os
+import shutil
+from contextlib import contextmanager, suppress
+from pathlib import Path
+
+import numpy as np
+
+from virnucpro import faults
+from virnucpro.errors import InputError, VirnucproError
+
+DIR = ".virnucpro"
+FORMAT = 1
+
+
+class OutputError(VirnucproError):
+    """The output folder could not be written (permissions, disk full)."""
+
+
+@contextmanager
+def writing(path):
+    try:
+        yield
+    except OSError as e:
+        raise OutputError(f"cannot write {e.filename or path}: {e.strerror or e}") from None
+
+
+def fsync_dir(path: Path) -> None:
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+def atomic_write(path: Path, write, fault: str = "checkpoint") -> None:
+    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
+    with writing(path):
+        try:
+            with open(tmp, "wb") as f:
+                write(f)
+                f.flush()
+                os.fsync(f.fileno())
+            faults.point(fault, tmp)
+            os.replace(tmp, path)
+        except BaseException:
+            with suppress(OSError):
+                tmp.unlink()
+            raise
+        fsync_dir(path.parent)
+
+
+def sha256_file(path: Path) -> str:
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        for block in iter(lambda: f.read(1 << 20), b""):
+            h.update(block)
+    return h.hexdigest()
+
+
+def digest(fields) -> str:
+    return hashlib.sha256(json.dumps(fields, sort_keys=True, default=str).encode()).hexdigest()
+
+
+def ranges(n: int, every: int, world: int) -> list[tuple[int, int]]:
+    """Contiguous ORF ranges of at most `every`, in a multiple of `world` so that every rank
+    gets the same share.  Fixed per input for the whole run (and its resumes): a range is
+    embedded in the same batches whoever computes it, which keeps resumed scores bit-identical."""
+    if n == 0:
+        return []
+    size = -(-n // (world * -(-n // (world * every))))
+    return [(a, min(n, a + size)) for a in range(0, n, size)]
+
+
+def explain_mismatch(old: dict, new: dict) -> str:
+    parts = []
+    for key in sorted(set(old) | set(new)):
+        a, b = old.get(key), new.get(key)
+        if a == b:
+            continue
+        if key == "inputs" and a and b and [x["name"] for x in a] == [x["name"] for x in b]:
+            changed = [x["name"] for x, y in zip(a, b) if x != y]
+            parts.append(f"the content of {', '.join(changed)} changed")
+        elif key == "inputs":
+            parts.append(f"inputs were {[x['name'] for x in a or []]}, now {[x['name'] for x in b or []]}")
+        else:
+            parts.append(f"{key} was {a!r}, now {b!r}")
+    return "; ".join(parts)
+
+
+class Store:
+    def __init__(self, out: Path):
+        self.out = Path(out)
+        self.root = self.out / DIR
+        self.manifest_path = self.root / "manifest.json"
+        self.manifest: dict = {}
+        self._lock_fd = None
+
+    # --- session: held by the main process for the whole run ---
+
+    @contextmanager
+    def session(self, fields: dict, layout: dict, resume: bool):
+        """Lock OUT, then continue the run recorded there (resume) or start a new record.
+        A failure before anything worth keeping was made removes an OUT this call created."""
+        created = not self.out.exists()
+        try:
+            self._lock()
+            self._begin(fields, layout, resume)
+            yield self
+        except BaseException:
+            if created and self._lock_fd is not None and self._worthless():
+                shutil.rmtree(self.out, ignore_errors=True)
+            raise
+        finally:
+            if self._lock_fd is not None:
+                os.close(self._lock_fd)
+                self._lock_fd = None
+
+    def _lock(self) -> None:
+        with writing(self.root):
+            self.root.mkdir(parents=True, exist_ok=True)
+            fd = os.open(self.root / "lock", os.O_RDWR | os.O_CREAT, 0o644)
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            holder = os.read(fd, 32).decode(errors="replace").strip() or "?"
+            os.close(fd)
+            raise InputError(f"{self.out}: another virnucpro run (pid {holder}) is writing into this folder; "
+                             "wait for it to end or choose another --out") from None
+        self._lock_fd = fd
+        with writing(self.root / "lock"):
+            os.ftruncate(fd, 0)
+            os.pwrite(fd, f"{os.getpid()}\n".encode(), 0)
+
+    def _begin(self, fields: dict, layout: dict, resume: bool) -> None:
+        fp = digest(fields)
+        if resume and self.manifest_path.exists():
+            m = self.read_manifest()
+            if m.get("format") != FORMAT or m.get("fingerprint") != fp:
+                why = explain_mismatch(m.get("fields", {}), fields) or "its checkpoint format is not this version's"
+                raise InputError(f"--resume: {self.out} holds a run with other inputs or options ({why}); "
+                                 "repeat that run's command, or start over with --force instead of --resume")
+            self.manifest = m
+        else:
+            with writing(self.root):
+                shutil.rmtree(self.root / "ranges", ignore_errors=True)
+            self.manifest = {"format": FORMAT, "fingerprint": fp, "fields": fields, "layout": layout, "inputs": {}}
+            self.write_manifest()
+        self._clean_stale()
+
+    def _clean_stale(self) -> None:
+        """Leftovers of a killed run: nobody else writes here while we hold the lock."""
+        with writing(self.out):
+            for p in self.out.glob(".*.partial-*"):
+                shutil.rmtree(p)
+            for p in [*self.root.glob(".*.tmp-*"), *self.root.glob("ranges/*/.*.tmp-*")]:
+                p.unlink()
+
+    def _worthless(self) -> bool:
+        if not self.out.is_dir():
+            return True
+        return (all(p.name == DIR for p in self.out.iterdir())
+                and not any((self.root / "ranges").glob("*/*.npz")))
+
+    # --- manifest (written by the main rank only) ---
+
+    def read_manifest(self) -> dict:
+        try:
+            return json.loads(self.manifest_path.read_text())
+        except (OSError, ValueError) as e:
+            raise InputError(f"{self.manifest_path}: unreadable checkpoint manifest ({e}); "
+                             "start over with --force") from None
+
+    def write_manifest(self) -> None:
+        data = (json.dumps(self.manifest, indent=1) + "\n").encode()
+        atomic_write(self.manifest_path, lambda f: f.write(data), fault="manifest")
+
+    @property
+    def fingerprint(self) -> str:
+        return self.manifest["fingerprint"]
+
+    def ranges(self, n: int) -> list[tuple[int, int]]:
+        return ranges(n, self.manifest["layout"]["every"], self.manifest["layout"]["world"])
+
+    def pending(self, data, spans) -> list[int] | None:
+        """Indices into `spans` still to compute; None once the input's results are written."""
+        entry = self.manifest["inputs"].get(data.stem, {})
+        if entry.get("done") and (self.out / data.stem).is_dir():
+            return None
+        todo = [i for i, (a, b) in enumerate(spans) if self._meta(data, a, b) is None]
+        self.manifest["inputs"][data.stem] = {"orfs": len(data.orfs), "ranges": len(spans), "done": False}
+        self.note(data.stem)
+        return todo
+
+    def note(self, stem: str) -> None:
+        done = sorted(tuple(map(int, p.stem.split("-"))) for p in self._dir(stem).glob("*.npz"))
+        self.manifest["inputs"][stem]["ranges_done"] = [list(s) for s in done]
+        self.write_manifest()
+
+    def finish(self, stem: str) -> None:
+        entry = self.manifest["inputs"][stem]
+        entry.update(done=True, ranges_done=[])
+        self.write_manifest()
+        with writing(self._dir(stem)):
+            shutil.rmtree(self._dir(stem), ignore_errors=True)
+
+    # --- range files (written by every rank) ---
+
+    def _dir(self, stem: str) -> Path:
+        return self.root / "ranges" / stem
+
+    def _path(self, stem: str, a: int, b: int) -> Path:
+        return self._dir(stem) / f"{a}-{b}.npz"
+
+    def _expect(self, data, a: int, b: int) -> dict:
+        ids = hashlib.sha256("\n".join(o.id for o in data.orfs[a:b]).encode()).hexdigest()
+        return {"fingerprint": self.fingerprint, "range": [a, b], "ids": ids}
+
+    def _meta(self, data, a: int, b: int):
+        """The range's metadata if its file is complete and belongs to this run; a damaged or
+        foreign file is removed so that the range gets recomputed."""
+        path = self._path(data.stem, a, b)
+        if not path.exists():
+            return None
+        try:
+            with np.load(path, allow_pickle=False) as z:
+                meta = json.loads(str(z["meta"]))
+        except Exception:  # any failure to read means the file cannot be trusted
+            meta = None
+        if meta != self._expect(data, a, b):
+            path.unlink(missing_ok=True)
+            return None
+        return meta
+
+    def save(self, data, a: int, b: int, pred, keep_features: bool) -> None:
+        arrays = {"meta": np.array(json.dumps(self._expect(data, a, b))), "logits": pred.logits, "probs": pred.probs}
+        if keep_features:
+            arrays["features"] = pred.features
+        path = self._path(data.stem, a, b)
+        with writing(path.parent):
+            path.parent.mkdir(parents=True, exist_ok=True)
+        atomic_write(path, lambda f: np.savez(f, **arrays))
+
+    def load(self, data, spans, dim: int, keep_features: bool) -> dict[str, np.ndarray]:
+        """All ranges of one input, rows in ORF order."""
+        cols = {"logits": [np.empty((0, 2), np.float32)], "probs": [np.empty((0, 2), np.float32)],
+                "features": [np.empty((0, dim if keep_features else 0), np.float32)]}
+        for a, b in spans:
+            path = self._path(data.stem, a, b)
+            try:
+                with np.load(path, allow_pickle=False) as z:
+                    ok = json.loads(str(z["meta"])) == self._expect(data, a, b)
+                    got = {k: z[k] for k in cols if k != "features" or keep_features}
+            except Exception:  # as in _meta
+                ok = False
+            if not ok or any(len(v) != b - a for v in got.values()):
+                path.unlink(missing_ok=True)
+                raise VirnucproError(f"checkpoint {path} is missing or damaged; run the same command with "
+                                     "--resume to recompute it")
+            for k, v in got.items():
+                cols[k].append(v)
+        return {k: np.concatenate(v) for k, v in cols.items()}
