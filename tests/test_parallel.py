@@ -2,7 +2,7 @@ import numpy as np
 import pytest
 
 from virnucpro.errors import InputError
-from virnucpro.parallel import parse_gpus, shard, unshard
+from virnucpro.parallel import parse_gpus, shard
 
 
 @pytest.mark.parametrize("spec,available,expected", [
@@ -31,12 +31,3 @@ def test_shard_is_a_balanced_partition(world):
     assert max(tokens) - min(tokens) <= lengths.max()
     assert max(len(p) for p in parts) - min(len(p) for p in parts) <= 1
 
-
-def test_unshard_restores_order_and_detects_loss():
-    rows = np.arange(20, dtype=np.float32).reshape(10, 2)
-    parts = shard(np.arange(10), 3)
-    assert np.array_equal(unshard(10, [(p, rows[p]) for p in parts]), rows)
-    with pytest.raises(RuntimeError, match=r"[1-9]\d* missing, 0 duplicated"):
-        unshard(10, [(p, rows[p]) for p in parts[:2]])
-    with pytest.raises(RuntimeError, match=r"0 missing, [1-9]\d* duplicated"):
-        unshard(10, [(p, rows[p]) for p in parts] + [(parts[0], rows[parts[0]])])

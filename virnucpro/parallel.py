@@ -76,22 +76,6 @@ def shard(lengths, world: int) -> list[np.ndarray]:
     return [np.sort(order[owner == r]) for r in range(world)]
 
 
-def unshard(n: int, parts: list[tuple[np.ndarray, np.ndarray]]) -> np.ndarray:
-    """Put (indices, rows) pieces back in input order; every index must come back exactly once."""
-    if not parts:
-        raise RuntimeError("no results were gathered")
-    width = parts[0][1].shape[1:]
-    out = np.empty((n, *width), dtype=parts[0][1].dtype)
-    seen = np.zeros(n, dtype=np.int64)
-    for idx, rows in parts:
-        out[idx] = rows
-        np.add.at(seen, idx, 1)
-    if not (seen == 1).all():
-        raise RuntimeError(f"result merge lost or duplicated items: {int((seen == 0).sum())} missing, "
-                           f"{int((seen > 1).sum())} duplicated")
-    return out
-
-
 def rank_from_env() -> Rank | None:
     """Set when started by torchrun or by our own spawn."""
     if "RANK" not in os.environ or "WORLD_SIZE" not in os.environ:

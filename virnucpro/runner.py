@@ -6,7 +6,7 @@ within the budget.  Results come back in the caller's order.
 """
 from __future__ import annotations
 
-from typing import Callable, Iterator, Sequence
+from typing import Callable, Sequence
 
 import numpy as np
 import torch
@@ -71,7 +71,3 @@ def run_batched(
         out[torch.from_numpy(np.concatenate(order))] = torch.cat(pieces).cpu()
     return out
 
-
-def iter_chunks(n: int, size: int) -> Iterator[slice]:
-    for start in range(0, n, size):
-        yield slice(start, min(n, start + size))
