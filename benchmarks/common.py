@@ -3,6 +3,7 @@
 Params are identical on every host; what a host cannot run is skipped by raising
 NotImplementedError in setup, which asv records as NaN ("not measured").
 """
+import ctypes
 import gzip
 import os
 import subprocess
@@ -22,7 +23,7 @@ GENOME = "GCF_001457455.1_NCTC11397_genomic.fna.gz"  # C. diphtheriae NCTC 11397
 PROFILES = {
     "tiny": dict(genome_bp=24_000, parts=3, reads=60, reference_bp=6_000, preset="tiny", device="cpu",
                  chunk_len=500, timeout=600),
-    "full": dict(genome_bp=None, parts=3, reads=2_000, reference_bp=150_000, preset="full", device="cuda",
+    "full": dict(genome_bp=None, parts=3, reads=2_000, reference_bp=400_000, preset="full", device="cuda",
                  chunk_len=500, timeout=1800),
 }
 READ_LEN = 150
@@ -30,6 +31,22 @@ READ_LEN = 150
 
 @lru_cache(maxsize=1)
 def gpu_count() -> int:
+    """GPUs this process may use.  Asked of NVML (through nvitop) where it can be: asv starts a
+    fresh process for every parameter combination, and importing torch and starting CUDA in
+    each one costs seconds, tens of times per commit."""
+    try:
+        ctypes.CDLL("libnvidia-ml.so.1")
+    except OSError:
+        return 0  # no NVIDIA driver (and nvitop would print a page about it)
+    try:
+        from nvitop import Device, libnvml
+    except ImportError:
+        Device = None
+    if Device is not None:
+        try:
+            return len(Device.parse_cuda_visible_devices()) if Device.count() else 0
+        except libnvml.NVMLError:
+            return 0  # no driver: no GPU
     try:
         import torch
         return torch.cuda.device_count()
@@ -84,7 +101,7 @@ def workload(name: str | None = None) -> dict:
     p = PROFILES[name]
     root = Path(os.environ.get("VIRNUCPRO_BENCH_DATA", Path.home() / ".cache" / "virnucpro-bench")) / name
     files = [root / f"genome_part{i + 1}.fna" for i in range(p["parts"])] + [root / "reads.fna"]
-    reference = root / "reference_subset.fna"
+    reference = root / f"reference_{p['reference_bp']}bp.fna"
     if not all(f.exists() for f in files + [reference]):
         root.mkdir(parents=True, exist_ok=True)
         genome = _genome()[: p["genome_bp"]]
@@ -120,3 +137,48 @@ def run(cmd, timeout: float) -> None:
     done = subprocess.run(cmd, capture_output=True, text=True, timeout=timeout, env=env)
     if done.returncode != 0:
         raise RuntimeError(f"{' '.join(map(str, cmd))} failed ({done.returncode}): {done.stderr[-2000:]}")
+
+
+def pipeline_options(engine: str = "fast"):
+    """The profile's `predict` options; "reference" as `--engine reference` sets them."""
+    from virnucpro import pipeline
+
+    p = profile()
+    opts = pipeline.Options(chunk_len=p["chunk_len"], random_weights=True, preset=p["preset"],
+                            device=p["device"], progress=False)
+    if engine == "reference":
+        opts.precision, opts.dna_batch_tokens, opts.esm_batch_tokens = "fp32", 1, 2048
+    return opts
+
+
+def predict_in_process(paths, models, opts, out, monitor=None, min_seconds: float = 0.0) -> dict:
+    """`predict` from reading FASTA to written results, with models already loaded: what a run
+    costs once started, without interpreter start-up and model loading.  Files are taken in
+    order until the run has lasted `min_seconds` (at least one)."""
+    import time
+
+    from virnucpro import pipeline
+    from virnucpro.outputs import write_result_dir
+
+    t0 = time.perf_counter()
+    files = orfs = tokens = 0
+    stage_seconds: dict = {}
+    for path in paths:
+        if files and time.perf_counter() - t0 >= min_seconds:
+            break
+        files += 1
+        data = pipeline.read_inputs([path])[0]
+        clock = pipeline.StageClock()
+        pipeline.prepare(data, opts.chunk_len, clock)
+        if monitor is not None:
+            monitor.set_stage("embedding")
+        pred = pipeline.classify(data, models, False, clock)
+        if monitor is not None:
+            monitor.set_stage(None)
+        write_result_dir(Path(out), data, pred, {}, True)
+        orfs += len(data.orfs)
+        tokens += sum(len(o.protein) + 2 for o in data.orfs)
+        for k, v in clock.seconds.items():
+            stage_seconds[k] = stage_seconds.get(k, 0.0) + v
+    return {"files": files, "orfs": orfs, "esm_tokens": tokens, "seconds": time.perf_counter() - t0,
+            "stage_seconds": stage_seconds}
