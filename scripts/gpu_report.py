@@ -26,10 +26,12 @@ sys.path.insert(0, str(ROOT))
 
 from benchmarks import common  # noqa: E402
 from virnucpro import embed, perf, pipeline  # noqa: E402
+from virnucpro.models import fused  # noqa: E402
 from virnucpro.fasta import read_fasta  # noqa: E402
 from virnucpro.outputs import chunk_verdicts, package_commit  # noqa: E402
 
 
+DNABERT_REPEAT = 8  # the genome's ORFs once make a 0.3 s stage: too short to sample utilisation
 PRESET, PROFILE = "full", "full"
 
 
@@ -50,6 +52,31 @@ def stage_alone(stage, embedder, seqs, peak):
     return d
 
 
+def kernel_profile(embedder, seqs, top: int = 12) -> dict:
+    """Where one embedding run's GPU time goes: the top kernels and their share (torch.profiler)."""
+    if embedder.device.type != "cuda":
+        return {}
+    from torch.profiler import ProfilerActivity, profile
+
+    tokens = embedder.token_lists(seqs)
+    try:
+        with profile(activities=[ProfilerActivity.CUDA]) as prof:
+            embedder.embed_tokens(tokens)
+            torch.cuda.synchronize()
+        kernels: dict = {}
+        for e in prof.events():
+            if e.device_type == torch.autograd.DeviceType.CUDA:
+                kernels[e.name] = kernels.get(e.name, 0.0) + e.device_time
+        total = sum(kernels.values())
+        ranked = sorted(kernels.items(), key=lambda kv: -kv[1])
+        d = {"tokens": sum(map(len, tokens)), "gpu_ms": total / 1e3,
+             "top": [{"kernel": k[:160], "ms": v / 1e3, "share": v / total} for k, v in ranked[:top]]}
+    except Exception as e:  # the profiler's API moves between releases; the rest of the report matters more
+        return {"error": f"{type(e).__name__}: {e}"[:300]}
+    log(f"kernels: {json.dumps(d['top'][:6])}")
+    return d
+
+
 def save(report: dict, out: str) -> None:
     """Written after every section, so a run cut short still leaves what it measured."""
     Path(out).mkdir(parents=True, exist_ok=True)
@@ -67,39 +94,16 @@ def cosine_rows(a: torch.Tensor, b: torch.Tensor) -> np.ndarray:
 
 def end_to_end(paths, models, opts, label, min_seconds=0.0):
     """predict in this process, models already loaded: ORFs/s from reading to written results."""
-    from virnucpro.outputs import write_result_dir
-
     out = Path(tempfile.mkdtemp(prefix="virnucpro-e2e-"))
     monitor = perf.start_monitor()
-    t0 = time.perf_counter()
-    n_orfs = tokens = 0
-    stage_seconds = {}
-    copies = 0
-    for p in paths:
-        if copies and time.perf_counter() - t0 >= min_seconds:
-            break
-        copies += 1
-        data = pipeline.read_inputs([p])[0]
-        clock = pipeline.StageClock()
-        pipeline.prepare(data, opts.chunk_len, clock)
-        if monitor:
-            monitor.set_stage("embedding")
-        pred = pipeline.classify(data, models, False, clock)
-        if monitor:
-            monitor.set_stage(None)
-        write_result_dir(out, data, pred, {}, True)
-        n_orfs += len(data.orfs)
-        tokens += sum(len(o.protein) + 2 for o in data.orfs)
-        for k, v in clock.seconds.items():
-            stage_seconds[k] = stage_seconds.get(k, 0.0) + v
-    seconds = time.perf_counter() - t0
+    d = common.predict_in_process(paths, models, opts, out, monitor, min_seconds)
     util = monitor.get_average_utilization(stage="embedding") if monitor else float("nan")
     if monitor:
         monitor.stop()
-    d = {"label": f"{label} x{copies}" if copies > 1 else label, "files": copies, "orfs": n_orfs, "esm_tokens": tokens, "seconds": seconds,
-         "orfs_per_second": n_orfs / seconds, "esm_tokens_per_second": tokens / seconds,
-         "gpu_util_embedding_percent": util, "stage_seconds": stage_seconds}
-    log(f"e2e {label}: {n_orfs} ORFs in {seconds:.1f}s = {d['orfs_per_second']:.0f} ORFs/s, util {util:.1f}%")
+    copies = d["files"]
+    d.update(label=f"{label} x{copies}" if copies > 1 else label, orfs_per_second=d["orfs"] / d["seconds"],
+             esm_tokens_per_second=d["esm_tokens"] / d["seconds"], gpu_util_embedding_percent=util)
+    log(f"e2e {label}: {d['orfs']} ORFs in {d['seconds']:.1f}s = {d['orfs_per_second']:.0f} ORFs/s, util {util:.1f}%")
     return d
 
 
@@ -121,6 +125,8 @@ def main(argv=None) -> int:
     ap.add_argument("--agreement-orfs", type=int, default=1000)
     ap.add_argument("--reference-bp", type=int, default=150_000, help="size of the reference-engine comparison")
     ap.add_argument("--skip", nargs="*", default=[], choices=["stages", "agreement", "e2e", "reference"])
+    ap.add_argument("--unfused-variant", action="store_true",
+                    help="also time both stages with the elementwise fusions off (VIRNUCPRO_FUSED=0)")
     ap.add_argument("--compile-variant", action="store_true", help="also time ESM-2 with torch.compile'd layers")
     ap.add_argument("--dry-run", action="store_true",
                     help="CPU, tiny preset, tiny profile: checks this script, measures nothing worth reporting")
@@ -154,8 +160,14 @@ def main(argv=None) -> int:
     log(f"genome: {len(data.chunks)} chunks, {len(orfs)} ORFs, mean protein {report['mean_protein_aa']:.1f} aa")
 
     if "stages" not in args.skip:
+        prot, nuc = [o.protein for o in orfs], [o.nucleotide for o in orfs] * DNABERT_REPEAT
         esm = embed.load_protein_model(random_src, dev, fast)
-        report["esm2"] = stage_alone("esm2", esm, [o.protein for o in orfs], peak)
+        report["esm2"] = stage_alone("esm2", esm, prot, peak)
+        report["esm2_kernels"] = kernel_profile(esm, prot[:600])
+        if args.unfused_variant:
+            fused.ENABLED = False
+            report["esm2_unfused"] = stage_alone("esm2", esm, prot, peak)
+            fused.ENABLED = True
         del esm
         empty_cache(dev)
         if args.compile_variant:
@@ -170,7 +182,12 @@ def main(argv=None) -> int:
                 log("compiled variant failed:", report["esm2_compiled"]["error"])
             empty_cache(dev)
         dna = embed.load_dna_model(random_src, dev, fast)
-        report["dnabert"] = stage_alone("dnabert", dna, [o.nucleotide for o in orfs], peak)
+        report["dnabert"] = stage_alone("dnabert", dna, nuc, peak)
+        report["dnabert_kernels"] = kernel_profile(dna, nuc[:1200])
+        if args.unfused_variant:
+            fused.ENABLED = False
+            report["dnabert_unfused"] = stage_alone("dnabert", dna, nuc, peak)
+            fused.ENABLED = True
         del dna
         empty_cache(dev)
 
@@ -246,7 +263,8 @@ def main(argv=None) -> int:
 
 def table(r: dict) -> str:
     rows = [("peak bf16 matmul", f"{r['peak_bf16_flops'] / 1e12:.0f} TFLOP/s", "")]
-    for s, target in (("esm2", 0.70), ("esm2_compiled", 0.70), ("dnabert", 0.45)):
+    for s, target in (("esm2", 0.70), ("esm2_unfused", 0.70), ("esm2_compiled", 0.70), ("dnabert", 0.45),
+                      ("dnabert_unfused", 0.45)):
         if s in r and "mfu" in r[s]:
             d = r[s]
             rows.append((f"{s} alone", f"{d['tokens_per_second']:.0f} tok/s, {d['items_per_second']:.0f} ORFs/s, "

@@ -13,10 +13,10 @@ from pathlib import Path
 
 import torch
 import torch.nn as nn
-import torch.nn.functional as F
 from tokenizers import Tokenizer
 
 from virnucpro.errors import ModelLoadError
+from virnucpro.models import fused
 from virnucpro.models.hub import hf_cache_roots, hf_snapshots
 from virnucpro.models.alibi import PackedLayout, alibi_slopes, packed_alibi_attention
 from virnucpro.presets import PRESETS
@@ -41,9 +41,8 @@ class Layer(nn.Module):
         T, D = x.shape
         q, k, v = self.qkv(x).view(T, 3, self.heads, D // self.heads).unbind(1)
         a = packed_alibi_attention(q, k, v, layout.cu_seqlens, layout.max_seqlen, slopes, layout=layout)
-        x = self.attn_norm(x + self.attn_out(a.reshape(T, D)))
-        gate, value = self.gated(x).chunk(2, dim=-1)
-        return self.mlp_norm(x + self.wo(F.gelu(gate) * value))
+        x = fused.add_norm(x, self.attn_out(a.reshape(T, D)), self.attn_norm)
+        return fused.add_norm(x, self.wo(fused.geglu(self.gated(x))), self.mlp_norm)
 
 
 class DNABERTS(nn.Module):

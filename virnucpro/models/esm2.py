@@ -21,6 +21,7 @@ import torch.nn as nn
 import torch.nn.functional as F
 
 from virnucpro.errors import ModelLoadError
+from virnucpro.models import fused
 from virnucpro.models.hub import hf_cache_roots, hf_snapshots
 from virnucpro.models.attention import packed_attention, token_index, uses_varlen
 from virnucpro.presets import PRESETS
@@ -76,15 +77,7 @@ class Rotary(nn.Module):
         self.inv_freq.copy_(default_inv_freq(2 * self.inv_freq.numel(), self.inv_freq.device))
 
     def forward(self, q: torch.Tensor, k: torch.Tensor, pos: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        angle = pos[:, None, None].float() * self.inv_freq.float()  # [T, 1, Dh/2]
-        cos, sin = angle.cos(), angle.sin()
-
-        def rotate(x: torch.Tensor) -> torch.Tensor:
-            # fair-esm's x*cos + rotate_half(x)*sin with cos/sin duplicated over both halves, written per half.
-            x1, x2 = x.float().chunk(2, dim=-1)
-            return torch.cat((x1 * cos - x2 * sin, x2 * cos + x1 * sin), dim=-1).to(x.dtype)
-
-        return rotate(q), rotate(k)
+        return fused.rotary(q, k, pos, self.inv_freq)
 
 
 class SelfAttention(nn.Module):
@@ -113,8 +106,9 @@ class Layer(nn.Module):
         self.fc2 = nn.Linear(4 * d, d, **factory)
 
     def forward(self, x, pos, cu_seqlens, max_seqlen):
-        x = x + self.self_attn(self.self_attn_layer_norm(x), pos, cu_seqlens, max_seqlen)
-        return x + self.fc2(F.gelu(self.fc1(self.final_layer_norm(x))))
+        h = self.self_attn(self.self_attn_layer_norm(x), pos, cu_seqlens, max_seqlen)
+        x, h = fused.residual_norm(x, h, self.final_layer_norm)
+        return x + self.fc2(F.gelu(self.fc1(h)))
 
 
 class ESM2(nn.Module):

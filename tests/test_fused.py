@@ -1,0 +1,92 @@
+"""The fused elementwise functions: the same numbers as the unfused layer math, compiled or not."""
+import torch
+import torch.nn.functional as F
+
+from virnucpro.models import fused
+
+
+def _inputs(dtype=torch.float32):
+    g = torch.Generator().manual_seed(0)
+    T, H, Dh, D = 37, 4, 16, 64
+    q, k = (torch.randn(T, H, Dh, generator=g).to(dtype) for _ in range(2))
+    pos = torch.cat([torch.arange(20), torch.arange(17)])
+    inv_freq = 1.0 / (10000 ** (torch.arange(0, Dh, 2).float() / Dh))
+    x, y = (torch.randn(T, D, generator=g).to(dtype) for _ in range(2))
+    norm = torch.nn.LayerNorm(D, eps=1e-5)
+    with torch.no_grad():
+        norm.weight.normal_(generator=g)
+        norm.bias.normal_(generator=g)
+    return q, k, pos, inv_freq, x, y, norm
+
+
+def _rotate_half_reference(x, pos, inv_freq):
+    # fair-esm's formulation: cos/sin duplicated over both halves, rotate_half.
+    freqs = pos[:, None].float() * inv_freq[None]
+    emb = torch.cat((freqs, freqs), dim=-1)[:, None, :]
+    x1, x2 = x.chunk(2, dim=-1)
+    return x * emb.cos() + torch.cat((-x2, x1), dim=-1) * emb.sin()
+
+
+def test_rotary_matches_fair_esm_formula():
+    q, k, pos, inv_freq, *_ = _inputs()
+    rq, rk = fused.rotary(q, k, pos, inv_freq)
+    torch.testing.assert_close(rq, _rotate_half_reference(q, pos, inv_freq))
+    torch.testing.assert_close(rk, _rotate_half_reference(k, pos, inv_freq))
+
+
+def test_rotary_keeps_dtype_and_is_exact_at_position_zero():
+    q, k, pos, inv_freq, *_ = _inputs(torch.bfloat16)
+    rq, rk = fused.rotary(q, k, pos, inv_freq)
+    assert rq.dtype == rk.dtype == torch.bfloat16
+    starts = pos == 0
+    assert torch.equal(rq[starts], q[starts]) and torch.equal(rk[starts], k[starts])
+
+
+def test_norms_and_geglu_match_layer_math():
+    *_, x, y, norm = _inputs()
+    s, h = fused.residual_norm(x, y, norm)
+    torch.testing.assert_close(s, x + y)
+    torch.testing.assert_close(h, norm(x + y))
+    torch.testing.assert_close(fused.add_norm(x, y, norm), norm(x + y))
+    g = torch.cat([x, y], dim=-1)
+    torch.testing.assert_close(fused.geglu(g), F.gelu(x) * y)
+
+
+def test_compile_failure_falls_back_to_eager_once(monkeypatch, caplog):
+    calls = []
+
+    def broken_compile(fn, **kw):
+        def run(*a):
+            calls.append(1)
+            raise RuntimeError("no triton here")
+        return run
+
+    f = fused._Fusable(fused._geglu)
+    monkeypatch.setattr(torch, "compile", broken_compile)
+    monkeypatch.setattr(fused._Fusable, "wants_compile", staticmethod(lambda x: True))
+    h = torch.randn(5, 8)
+    expected = fused._geglu(h)
+    assert torch.equal(f(h), expected) and f.failed
+    assert torch.equal(f(h), expected)
+    assert len(calls) == 1  # not retried
+    assert "running it unfused" in caplog.text
+
+
+def test_disabled_runs_eager(monkeypatch):
+    monkeypatch.setattr(fused, "ENABLED", False)
+    monkeypatch.setattr(fused._Fusable, "wants_compile", staticmethod(lambda x: True))
+    f = fused._Fusable(fused._geglu)
+    h = torch.randn(5, 8)
+    assert torch.equal(f(h), fused._geglu(h)) and f.compiled is None
+
+
+def test_compiled_equals_eager_on_cpu():
+    q, k, pos, inv_freq, x, y, norm = _inputs()
+    for fn, args in ((fused._rotary, (q, k, pos, inv_freq)),
+                     (fused._residual_norm, (x, y, norm.weight, norm.bias, norm.eps)),
+                     (fused._geglu, (torch.cat([x, y], -1),))):
+        compiled = torch.compile(fn, dynamic=True, fullgraph=True)
+        torch.testing.assert_close(compiled(*args), fn(*args), rtol=1e-5, atol=1e-5)
+        # a second batch size reuses the dynamic compilation
+        short = tuple(a[:11] if isinstance(a, torch.Tensor) and a.shape[0] == 37 else a for a in args)
+        torch.testing.assert_close(compiled(*short), fn(*short), rtol=1e-5, atol=1e-5)

@@ -1,0 +1,98 @@
+"""The elementwise work between a layer's matrix products, one GPU kernel per function.
+
+Eager PyTorch runs every elementwise op as its own kernel, each reading and writing the
+activations in GPU memory.  Between the big matrix products of ESM-2 that traffic is what
+keeps the tensor cores waiting: the fp32 rotary embedding alone was about fifteen kernels
+over q and k per layer.  Each function here is plain PyTorch that `torch.compile` turns into
+a single kernel (dynamic shapes, so one compilation serves every batch size).
+
+The same functions run eagerly on the CPU, when `VIRNUCPRO_FUSED=0`, or after a compilation
+failure (logged once).  Compiled and eager results agree to rounding: inside a fused kernel
+intermediates stay in fp32 instead of being rounded to bf16 between ops.
+"""
+from __future__ import annotations
+
+import logging
+import os
+
+import torch
+import torch.nn as nn
+import torch.nn.functional as F
+
+log = logging.getLogger(__name__)
+
+# Read at call time, so that a benchmark can measure both ways in one process.
+ENABLED = os.environ.get("VIRNUCPRO_FUSED", "1") != "0"
+
+
+def _rotary(q: torch.Tensor, k: torch.Tensor, pos: torch.Tensor, inv_freq: torch.Tensor):
+    # In fp32 whatever the model dtype: position * inv_freq must stay exact for long proteins.
+    angle = pos[:, None, None].float() * inv_freq.float()  # [T, 1, Dh/2]
+    cos, sin = angle.cos(), angle.sin()
+
+    def rotate(x: torch.Tensor) -> torch.Tensor:
+        # fair-esm's x*cos + rotate_half(x)*sin with cos/sin duplicated over both halves, per half.
+        x1, x2 = x.float().chunk(2, dim=-1)
+        return torch.cat((x1 * cos - x2 * sin, x2 * cos + x1 * sin), dim=-1).to(x.dtype)
+
+    return rotate(q), rotate(k)
+
+
+def _residual_norm(x: torch.Tensor, y: torch.Tensor, weight, bias, eps: float):
+    s = x + y
+    return s, F.layer_norm(s, s.shape[-1:], weight, bias, eps)
+
+
+def _add_norm(x: torch.Tensor, y: torch.Tensor, weight, bias, eps: float) -> torch.Tensor:
+    return F.layer_norm(x + y, x.shape[-1:], weight, bias, eps)
+
+
+def _geglu(h: torch.Tensor) -> torch.Tensor:
+    gate, value = h.chunk(2, dim=-1)
+    return F.gelu(gate) * value
+
+
+class _Fusable:
+    """`fn` compiled for CUDA tensors, eager for the rest."""
+
+    def __init__(self, fn):
+        self.fn, self.compiled, self.failed = fn, None, False
+
+    @staticmethod
+    def wants_compile(x: torch.Tensor) -> bool:
+        return x.is_cuda
+
+    def __call__(self, *args):
+        if not (ENABLED and not self.failed and self.wants_compile(args[0])):
+            return self.fn(*args)
+        if self.compiled is None:
+            self.compiled = torch.compile(self.fn, dynamic=True, fullgraph=True)
+        try:
+            return self.compiled(*args)
+        except Exception as e:  # Triton missing or an Inductor bug: slower, not wrong
+            self.failed = True
+            log.warning("fused %s failed (%s: %s); running it unfused", self.fn.__name__, type(e).__name__, e)
+            return self.fn(*args)
+
+
+_rotary_f, _residual_norm_f, _add_norm_f, _geglu_f = map(_Fusable, (_rotary, _residual_norm, _add_norm, _geglu))
+
+
+def rotary(q: torch.Tensor, k: torch.Tensor, pos: torch.Tensor, inv_freq: torch.Tensor):
+    """q and k [T, H, Dh] rotated by the angles pos x inv_freq; same dtype as q and k."""
+    return _rotary_f(q, k, pos, inv_freq)
+
+
+def residual_norm(x: torch.Tensor, y: torch.Tensor, norm: nn.LayerNorm):
+    """(x + y, norm(x + y)): a pre-LN block's residual sum and the next block's input."""
+    return _residual_norm_f(x, y, norm.weight, norm.bias, norm.eps)
+
+
+def add_norm(x: torch.Tensor, y: torch.Tensor, norm: nn.LayerNorm) -> torch.Tensor:
+    """norm(x + y): a post-LN block's output."""
+    return _add_norm_f(x, y, norm.weight, norm.bias, norm.eps)
+
+
+def geglu(h: torch.Tensor) -> torch.Tensor:
+    """gelu(first half) x second half, over the last dimension."""
+    return _geglu_f(h)
