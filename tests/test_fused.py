@@ -5,6 +5,11 @@ import torch.nn.functional as F
 from virnucpro.models import fused
 
 
+def _tables(pos, inv_freq):
+    angle = pos[:, None, None].float() * inv_freq
+    return angle.cos(), angle.sin()
+
+
 def _inputs(dtype=torch.float32):
     g = torch.Generator().manual_seed(0)
     T, H, Dh, D = 37, 4, 16, 64
@@ -29,14 +34,14 @@ def _rotate_half_reference(x, pos, inv_freq):
 
 def test_rotary_matches_fair_esm_formula():
     q, k, pos, inv_freq, *_ = _inputs()
-    rq, rk = fused.rotary(q, k, pos, inv_freq)
+    rq, rk = fused.rotary(q, k, *_tables(pos, inv_freq))
     torch.testing.assert_close(rq, _rotate_half_reference(q, pos, inv_freq))
     torch.testing.assert_close(rk, _rotate_half_reference(k, pos, inv_freq))
 
 
 def test_rotary_keeps_dtype_and_is_exact_at_position_zero():
     q, k, pos, inv_freq, *_ = _inputs(torch.bfloat16)
-    rq, rk = fused.rotary(q, k, pos, inv_freq)
+    rq, rk = fused.rotary(q, k, *_tables(pos, inv_freq))
     assert rq.dtype == rk.dtype == torch.bfloat16
     starts = pos == 0
     assert torch.equal(rq[starts], q[starts]) and torch.equal(rk[starts], k[starts])
@@ -50,6 +55,7 @@ def test_norms_and_geglu_match_layer_math():
     torch.testing.assert_close(fused.add_norm(x, y, norm), norm(x + y))
     g = torch.cat([x, y], dim=-1)
     torch.testing.assert_close(fused.geglu(g), F.gelu(x) * y)
+    torch.testing.assert_close(fused.gelu(x), F.gelu(x))
 
 
 def test_compile_failure_falls_back_to_eager_once(monkeypatch, caplog):
@@ -82,11 +88,12 @@ def test_disabled_runs_eager(monkeypatch):
 
 def test_compiled_equals_eager_on_cpu():
     q, k, pos, inv_freq, x, y, norm = _inputs()
-    for fn, args in ((fused._rotary, (q, k, pos, inv_freq)),
+    for fn, args in ((fused._rotary, (q, k, *_tables(pos, inv_freq))),
+                     (fused._gelu, (x,)),
                      (fused._residual_norm, (x, y, norm.weight, norm.bias, norm.eps)),
                      (fused._geglu, (torch.cat([x, y], -1),))):
-        compiled = torch.compile(fn, dynamic=True, fullgraph=True)
+        compiled = torch.compile(fn, fullgraph=True)
         torch.testing.assert_close(compiled(*args), fn(*args), rtol=1e-5, atol=1e-5)
-        # a second batch size reuses the dynamic compilation
+        # a second batch size: the recompilation with a symbolic token count
         short = tuple(a[:11] if isinstance(a, torch.Tensor) and a.shape[0] == 37 else a for a in args)
         torch.testing.assert_close(compiled(*short), fn(*short), rtol=1e-5, atol=1e-5)

@@ -18,7 +18,6 @@ from pathlib import Path
 
 import torch
 import torch.nn as nn
-import torch.nn.functional as F
 
 from virnucpro.errors import ModelLoadError
 from virnucpro.models import fused
@@ -77,7 +76,9 @@ class Rotary(nn.Module):
         self.inv_freq.copy_(default_inv_freq(2 * self.inv_freq.numel(), self.inv_freq.device))
 
     def forward(self, q: torch.Tensor, k: torch.Tensor, pos: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        return fused.rotary(q, k, pos, self.inv_freq)
+        # fp32 in every model dtype: position * inv_freq must stay exact for long proteins.
+        angle = pos[:, None, None].float() * self.inv_freq.float()  # [T, 1, Dh/2]
+        return fused.rotary(q, k, angle.cos(), angle.sin())
 
 
 class SelfAttention(nn.Module):
@@ -105,10 +106,11 @@ class Layer(nn.Module):
         self.fc1 = nn.Linear(d, 4 * d, **factory)
         self.fc2 = nn.Linear(4 * d, d, **factory)
 
-    def forward(self, x, pos, cu_seqlens, max_seqlen):
-        h = self.self_attn(self.self_attn_layer_norm(x), pos, cu_seqlens, max_seqlen)
-        x, h = fused.residual_norm(x, h, self.final_layer_norm)
-        return x + self.fc2(F.gelu(self.fc1(h)))
+    def forward(self, x, h, pos, cu_seqlens, max_seqlen):
+        """x: the residual stream, h: self_attn_layer_norm(x).  Returns the stream without the
+        MLP output and that output: the caller adds them together with the next LayerNorm."""
+        x, h = fused.residual_norm(x, self.self_attn(h, pos, cu_seqlens, max_seqlen), self.final_layer_norm)
+        return x, self.fc2(fused.gelu(self.fc1(h)))
 
 
 class ESM2(nn.Module):
@@ -127,9 +129,12 @@ class ESM2(nn.Module):
         x = self.embed_tokens(tokens)
         if self.cfg.token_dropout:
             x = self._undo_token_dropout(x, tokens, seq, cu_seqlens)
-        for layer in self.layers:
-            x = layer(x, pos, cu_seqlens, max_seqlen)
-        return self.emb_layer_norm_after(x)
+        h = (self.layers[0].self_attn_layer_norm if len(self.layers) else self.emb_layer_norm_after)(x)
+        norms = [layer.self_attn_layer_norm for layer in self.layers[1:]] + [self.emb_layer_norm_after]
+        for layer, next_norm in zip(self.layers, norms):
+            x, mlp_out = layer(x, h, pos, cu_seqlens, max_seqlen)
+            x, h = fused.residual_norm(x, mlp_out, next_norm)  # pre-LN: a residual add, then a LayerNorm
+        return h
 
     @staticmethod
     def _undo_token_dropout(x, tokens, seq, cu_seqlens):

@@ -4,7 +4,9 @@ Eager PyTorch runs every elementwise op as its own kernel, each reading and writ
 activations in GPU memory.  Between the big matrix products of ESM-2 that traffic is what
 keeps the tensor cores waiting: the fp32 rotary embedding alone was about fifteen kernels
 over q and k per layer.  Each function here is plain PyTorch that `torch.compile` turns into
-a single kernel (dynamic shapes, so one compilation serves every batch size).
+a single kernel.  Compilation is automatic-dynamic: the second batch size recompiles with the
+token count symbolic and the feature sizes fixed, which Inductor needs for fast kernels
+(measured on an H200: with every size symbolic, the fused GEGLU ran slower than eager).
 
 The same functions run eagerly on the CPU, when `VIRNUCPRO_FUSED=0`, or after a compilation
 failure (logged once).  Compiled and eager results agree to rounding: inside a fused kernel
@@ -25,17 +27,17 @@ log = logging.getLogger(__name__)
 ENABLED = os.environ.get("VIRNUCPRO_FUSED", "1") != "0"
 
 
-def _rotary(q: torch.Tensor, k: torch.Tensor, pos: torch.Tensor, inv_freq: torch.Tensor):
-    # In fp32 whatever the model dtype: position * inv_freq must stay exact for long proteins.
-    angle = pos[:, None, None].float() * inv_freq.float()  # [T, 1, Dh/2]
-    cos, sin = angle.cos(), angle.sin()
-
+def _rotary(q: torch.Tensor, k: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor):
     def rotate(x: torch.Tensor) -> torch.Tensor:
         # fair-esm's x*cos + rotate_half(x)*sin with cos/sin duplicated over both halves, per half.
         x1, x2 = x.float().chunk(2, dim=-1)
         return torch.cat((x1 * cos - x2 * sin, x2 * cos + x1 * sin), dim=-1).to(x.dtype)
 
     return rotate(q), rotate(k)
+
+
+def _gelu(h: torch.Tensor) -> torch.Tensor:
+    return F.gelu(h)
 
 
 def _residual_norm(x: torch.Tensor, y: torch.Tensor, weight, bias, eps: float):
@@ -66,7 +68,7 @@ class _Fusable:
         if not (ENABLED and not self.failed and self.wants_compile(args[0])):
             return self.fn(*args)
         if self.compiled is None:
-            self.compiled = torch.compile(self.fn, dynamic=True, fullgraph=True)
+            self.compiled = torch.compile(self.fn, fullgraph=True)
         try:
             return self.compiled(*args)
         except Exception as e:  # Triton missing or an Inductor bug: slower, not wrong
@@ -75,12 +77,20 @@ class _Fusable:
             return self.fn(*args)
 
 
-_rotary_f, _residual_norm_f, _add_norm_f, _geglu_f = map(_Fusable, (_rotary, _residual_norm, _add_norm, _geglu))
+_rotary_f, _gelu_f, _residual_norm_f, _add_norm_f, _geglu_f = map(
+    _Fusable, (_rotary, _gelu, _residual_norm, _add_norm, _geglu))
 
 
-def rotary(q: torch.Tensor, k: torch.Tensor, pos: torch.Tensor, inv_freq: torch.Tensor):
-    """q and k [T, H, Dh] rotated by the angles pos x inv_freq; same dtype as q and k."""
-    return _rotary_f(q, k, pos, inv_freq)
+def rotary(q: torch.Tensor, k: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor):
+    """q and k [T, H, Dh] rotated by fp32 angles whose cos and sin are [T, 1, Dh/2]; same dtype
+    as q and k.  The tables are made once per layer, not per head: sin and cos of large angles
+    are costly, and in the kernel they took 10% of ESM-2's time."""
+    return _rotary_f(q, k, cos, sin)
+
+
+def gelu(h: torch.Tensor) -> torch.Tensor:
+    """Exact (erf) GELU."""
+    return _gelu_f(h)
 
 
 def residual_norm(x: torch.Tensor, y: torch.Tensor, norm: nn.LayerNorm):
