@@ -69,9 +69,10 @@ class StageResult:
 
 
 def warm_up(embedder, seqs) -> None:
-    """Two untimed runs of different sizes: kernels, cuBLAS handles, and compiled attention
-    (FlexAttention compiles for the first shape, then once more for dynamic shapes)."""
-    for frac in (20, 10):
+    """Untimed runs of three sizes, the last one all of `seqs`: kernels, cuBLAS handles and every
+    compilation (compiled code specialises on the first shape, turns dynamic on the second, and
+    recompiles for 64-bit indexing once a batch passes 2^31 elements)."""
+    for frac in (20, 10, 1):
         embedder.embed(seqs[: max(1, len(seqs) // frac)])
 
 

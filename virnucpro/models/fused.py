@@ -1,12 +1,17 @@
-"""The elementwise work between a layer's matrix products, one GPU kernel per function.
+"""Elementwise work between a layer's matrix products, fused into one GPU kernel where that
+was measured to pay (H200, torch 2.11).
 
 Eager PyTorch runs every elementwise op as its own kernel, each reading and writing the
-activations in GPU memory.  Between the big matrix products of ESM-2 that traffic is what
-keeps the tensor cores waiting: the fp32 rotary embedding alone was about fifteen kernels
-over q and k per layer.  Each function here is plain PyTorch that `torch.compile` turns into
-a single kernel.  Compilation is automatic-dynamic: the second batch size recompiles with the
-token count symbolic and the feature sizes fixed, which Inductor needs for fast kernels
-(measured on an H200: with every size symbolic, the fused GEGLU ran slower than eager).
+activations in GPU memory.  The fp32 rotary embedding of ESM-2 was about fifteen kernels over
+q and k per layer; fused, with its cos/sin tables made once per layer, it went from 10% of
+ESM-2's GPU time to 2%.  DNABERT-S's GEGLU and post-LN residual LayerNorms gain too.  Plain
+LayerNorm, GELU and residual adds do not: PyTorch's kernels were faster than Inductor's.
+
+Each function is plain PyTorch that `torch.compile` turns into a kernel.  Compilation is
+automatic-dynamic: the second batch size recompiles with the token count symbolic and the
+feature sizes fixed, which Inductor needs for fast kernels (with every size symbolic the fused
+GEGLU ran slower than eager).  A batch above 2^31 elements recompiles once more (64-bit
+indexing), so a warm-up must include a full-size batch.
 
 The same functions run eagerly on the CPU, when `VIRNUCPRO_FUSED=0`, or after a compilation
 failure (logged once).  Compiled and eager results agree to rounding: inside a fused kernel
@@ -34,15 +39,6 @@ def _rotary(q: torch.Tensor, k: torch.Tensor, cos: torch.Tensor, sin: torch.Tens
         return torch.cat((x1 * cos - x2 * sin, x2 * cos + x1 * sin), dim=-1).to(x.dtype)
 
     return rotate(q), rotate(k)
-
-
-def _gelu(h: torch.Tensor) -> torch.Tensor:
-    return F.gelu(h)
-
-
-def _residual_norm(x: torch.Tensor, y: torch.Tensor, weight, bias, eps: float):
-    s = x + y
-    return s, F.layer_norm(s, s.shape[-1:], weight, bias, eps)
 
 
 def _add_norm(x: torch.Tensor, y: torch.Tensor, weight, bias, eps: float) -> torch.Tensor:
@@ -77,8 +73,7 @@ class _Fusable:
             return self.fn(*args)
 
 
-_rotary_f, _gelu_f, _residual_norm_f, _add_norm_f, _geglu_f = map(
-    _Fusable, (_rotary, _gelu, _residual_norm, _add_norm, _geglu))
+_rotary_f, _add_norm_f, _geglu_f = map(_Fusable, (_rotary, _add_norm, _geglu))
 
 
 def rotary(q: torch.Tensor, k: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor):
@@ -86,16 +81,6 @@ def rotary(q: torch.Tensor, k: torch.Tensor, cos: torch.Tensor, sin: torch.Tenso
     as q and k.  The tables are made once per layer, not per head: sin and cos of large angles
     are costly, and in the kernel they took 10% of ESM-2's time."""
     return _rotary_f(q, k, cos, sin)
-
-
-def gelu(h: torch.Tensor) -> torch.Tensor:
-    """Exact (erf) GELU."""
-    return _gelu_f(h)
-
-
-def residual_norm(x: torch.Tensor, y: torch.Tensor, norm: nn.LayerNorm):
-    """(x + y, norm(x + y)): a pre-LN block's residual sum and the next block's input."""
-    return _residual_norm_f(x, y, norm.weight, norm.bias, norm.eps)
 
 
 def add_norm(x: torch.Tensor, y: torch.Tensor, norm: nn.LayerNorm) -> torch.Tensor:
