@@ -226,3 +226,18 @@ def test_cuda_without_gpu_is_a_clear_error(tmp_path, capsys):
                  "--random-weights", "--preset", "tiny", "--device", "cuda"]) == 2
     assert "cuda" in capsys.readouterr().err.lower()
     assert not (tmp_path / "o").exists()
+
+
+def test_package_commit_names_head_and_marks_a_changed_tree():
+    import subprocess
+    from pathlib import Path
+
+    import virnucpro
+    from virnucpro.outputs import package_commit
+
+    here = Path(virnucpro.__file__).resolve().parent
+    head = subprocess.run(["git", "-C", str(here), "rev-parse", "HEAD"], capture_output=True, text=True)
+    if head.returncode != 0:
+        pytest.skip("not a git checkout")
+    dirty = subprocess.run(["git", "-C", str(here), "diff", "--quiet", "HEAD", "--", "."]).returncode == 1
+    assert package_commit() == head.stdout.strip() + ("+dirty" if dirty else "")

@@ -25,7 +25,12 @@ def package_commit() -> str | None:
         out = subprocess.run(["git", "-C", str(here), "rev-parse", "HEAD"], capture_output=True, text=True, timeout=5)
     except (OSError, subprocess.SubprocessError):
         return None
-    return (out.stdout.strip() or None) if out.returncode == 0 else None
+    sha = out.stdout.strip() if out.returncode == 0 else ""
+    if not sha:
+        return None
+    # Tracked files that differ from HEAD: the code that ran is not that commit.
+    diff = subprocess.run(["git", "-C", str(here), "diff", "--quiet", "HEAD", "--", "."], capture_output=True, timeout=5)
+    return sha + ("+dirty" if diff.returncode == 1 else "")
 
 
 def _fmt(x) -> str:
