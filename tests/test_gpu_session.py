@@ -1,0 +1,42 @@
+"""scripts/gpu_session.sh, the one-command device measurement, run for real at tiny size on a clone."""
+import json
+import os
+import shutil
+import subprocess
+import sys
+import tarfile
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+@pytest.mark.skipif(shutil.which("git") is None or shutil.which("bash") is None, reason="needs git and bash")
+def test_session_runs_asv_saves_results_and_checks_thresholds(tmp_path):
+    clone = tmp_path / "clone"
+    subprocess.run(["git", "clone", "-q", str(ROOT), str(clone)], check=True)
+    shim = tmp_path / "bin"
+    shim.mkdir()
+    (shim / "python3").write_text(f'#!/bin/sh\nexec "{sys.executable}" "$@"\n')  # the script's python3: this one
+    (shim / "python3").chmod(0o755)
+    out = tmp_path / "out"
+    out.mkdir()
+    env = {**os.environ, "OUT": str(out), "WHEELS": str(tmp_path / "no-wheels"), "HOME": str(tmp_path),
+           "PATH": f"{shim}{os.pathsep}{os.environ['PATH']}", "VIRNUCPRO_BENCH_PROFILE": "tiny",
+           "VIRNUCPRO_BENCH_DATA": str(tmp_path / "data")}
+    sha = subprocess.run(["git", "-C", str(clone), "rev-parse", "HEAD"], capture_output=True, text=True).stdout.strip()
+    proc = subprocess.run(["bash", "scripts/gpu_session.sh", "sessiontest", "500", f"{sha}:TrackTranslate"],
+                          cwd=clone, env=env, capture_output=True, text=True, timeout=600)
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    assert f"asv {sha}:TrackTranslate rc=0" in proc.stdout
+    assert "check_thresholds rc=0" in proc.stdout  # GPU rows not measured on a CPU host: not a failure
+    with tarfile.open(out / "results.tgz") as tar:
+        names = tar.getnames()
+        saved = [n for n in names if n.startswith("results/sessiontest/") and n.endswith(".json")
+                 and not n.endswith("machine.json")]
+        assert len(saved) == 1 and Path(saved[0]).name.startswith(sha[:8])
+        data = json.load(tar.extractfile(saved[0]))
+    value = data["results"]["bench_stages.TrackTranslate.track_translate_mbp_per_second"][0]
+    assert value[0] > 0  # Mbp/s, measured
+    assert json.loads((out / "thresholds.json").read_text())["machine"] == "sessiontest"
