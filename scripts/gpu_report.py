@@ -52,6 +52,18 @@ def stage_alone(stage, embedder, seqs, peak):
     return d
 
 
+def measure_stage(report: dict, stage: str, embedder, seqs, peak, unfused: bool, profile_items: int) -> None:
+    """The stage alone, its kernel profile, and optionally the same with the fusions off."""
+    report[stage] = stage_alone(stage, embedder, seqs, peak)
+    report[f"{stage}_kernels"] = kernel_profile(embedder, seqs[:profile_items])
+    if unfused:
+        fused.ENABLED = False
+        try:
+            report[f"{stage}_unfused"] = stage_alone(stage, embedder, seqs, peak)
+        finally:
+            fused.ENABLED = True
+
+
 def kernel_profile(embedder, seqs, top: int = 12) -> dict:
     """Where one embedding run's GPU time goes: the top kernels and their share (torch.profiler)."""
     if embedder.device.type != "cuda":
@@ -161,14 +173,8 @@ def main(argv=None) -> int:
 
     if "stages" not in args.skip:
         prot, nuc = [o.protein for o in orfs], [o.nucleotide for o in orfs] * DNABERT_REPEAT
-        esm = embed.load_protein_model(random_src, dev, fast)
-        report["esm2"] = stage_alone("esm2", esm, prot, peak)
-        report["esm2_kernels"] = kernel_profile(esm, prot[:600])
-        if args.unfused_variant:
-            fused.ENABLED = False
-            report["esm2_unfused"] = stage_alone("esm2", esm, prot, peak)
-            fused.ENABLED = True
-        del esm
+        measure_stage(report, "esm2", embed.load_protein_model(random_src, dev, fast), prot, peak,
+                      args.unfused_variant, profile_items=600)
         empty_cache(dev)
         if args.compile_variant:
             try:
@@ -181,14 +187,8 @@ def main(argv=None) -> int:
                 report["esm2_compiled"] = {"error": f"{type(e).__name__}: {e}"[:500]}
                 log("compiled variant failed:", report["esm2_compiled"]["error"])
             empty_cache(dev)
-        dna = embed.load_dna_model(random_src, dev, fast)
-        report["dnabert"] = stage_alone("dnabert", dna, nuc, peak)
-        report["dnabert_kernels"] = kernel_profile(dna, nuc[:1200])
-        if args.unfused_variant:
-            fused.ENABLED = False
-            report["dnabert_unfused"] = stage_alone("dnabert", dna, nuc, peak)
-            fused.ENABLED = True
-        del dna
+        measure_stage(report, "dnabert", embed.load_dna_model(random_src, dev, fast), nuc, peak,
+                      args.unfused_variant, profile_items=1200)
         empty_cache(dev)
 
     save(report, args.out)
