@@ -5,16 +5,17 @@ import tempfile
 from . import common
 
 
-def _warm_up():
+def _warm_up(path_key: str = "reads"):
     # Page cache, kernel caches and the dataset itself: not part of what is timed.
     try:
         common.require_devices(1)
     except NotImplementedError:
         return
     w = common.workload()
+    path = w["files"][-1] if path_key == "reads" else w[path_key]
     out = tempfile.mkdtemp(prefix="virnucpro-warmup-")
     try:
-        common.run(common.predict_command([w["files"][-1]], out, 1), w["timeout"])
+        common.run(common.predict_command([path], out, 1), w["timeout"])
     finally:
         shutil.rmtree(out, ignore_errors=True)
 
@@ -44,6 +45,35 @@ class TimePredict:
             shutil.rmtree(self.out, ignore_errors=True)
 
     def time_predict(self, n_gpus, persistent_models):
+        common.run(self.cmd, self.timeout)
+
+
+class TimeStartup:
+    """Wall time of `predict` on 10 reads: the fixed cost of a run (interpreter, imports, one
+    worker per GPU, model creation, kernel compilation or cache loads).  It is paid once per run
+    whatever the input, so it bounds what more GPUs can gain on small inputs; run.json's
+    `startup_seconds` and `seconds.load_*` break it down."""
+    params = [common.N_GPUS]
+    param_names = ["n_gpus"]
+    number = 1
+    repeat = 1
+    rounds = 1
+    warmup_time = 0
+    timeout = common.profile()["timeout"]
+
+    def setup_cache(self):
+        _warm_up("few_reads")
+
+    def setup(self, n_gpus):
+        common.require_devices(n_gpus)
+        self.out = tempfile.mkdtemp(prefix="virnucpro-bench-")
+        self.cmd = common.predict_command([common.workload()["few_reads"]], self.out, n_gpus)
+
+    def teardown(self, n_gpus):
+        if hasattr(self, "out"):
+            shutil.rmtree(self.out, ignore_errors=True)
+
+    def time_startup(self, n_gpus):
         common.run(self.cmd, self.timeout)
 
 

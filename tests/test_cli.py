@@ -195,6 +195,9 @@ def test_torchrun_gloo_equals_single_process(tmp_path):
     assert done.returncode == 0, done.stderr[-3000:]
     run = json.loads((two / "KK037166" / "run.json").read_text())
     assert run["world_size"] == 2
+    # measured from `python -m virnucpro` in rank 0's own process, before torch was imported
+    assert 0 < run["startup_seconds"] < 300
+    assert json.loads((one / "KK037166" / "run.json").read_text())["startup_seconds"] is None  # called as a function
     for f in ("prediction_results.txt", "prediction_results_highestscore.csv", "contig_summary.tsv"):
         assert (one / "KK037166" / f).read_text() == (two / "KK037166" / f).read_text()
 

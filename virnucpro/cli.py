@@ -195,7 +195,9 @@ def cmd_predict(args) -> int:
         dna_batch_tokens=1 if reference else args.batch_tokens,
         esm_batch_tokens=2048 if reference else args.batch_tokens,
         seed=args.seed, progress=not args.no_progress and sys.stderr.isatty(), compile=args.compile)
+    started = getattr(sys.modules.get("__main__"), "STARTED", None)  # set by `python -m virnucpro`
     info = {"virnucpro_version": __version__, "commit": package_commit(), "command": sys.argv,
+            "started_unix": started,
             "chunk_length": args.chunk_length, "engine": args.engine,
             "random_weights": args.random_weights, "seed": args.seed if args.random_weights else None}
     job = ([str(p) for p in args.inputs], out, opts, info, args.keep_intermediate, not args.no_persistent_models)

@@ -218,6 +218,9 @@ def run(paths: list[str], out: Path, opts: Options, run_info: dict, keep_interme
     from virnucpro.outputs import chunk_verdicts, write_result_dir
 
     parallel.init_group(r, opts.device == "cuda" or (opts.device == "auto" and torch.cuda.is_available()))
+    started = run_info.get("started_unix")
+    # Interpreter, imports, spawned workers and the process group, before any input is read.
+    startup = round(time.time() - started, 3) if started else None
     store = checkpoint.Store(out)
     store.manifest = parallel.broadcast(store.read_manifest() if r.is_main else None, r)
     inputs = read_inputs(paths)
@@ -248,7 +251,8 @@ def run(paths: list[str], out: Path, opts: Options, run_info: dict, keep_interme
             if r.world > 1:
                 seconds["per_rank"] = per_rank
             n = len(data.orfs)
-            info = {**run_info, "device": str(models.device), "weights": models.weights, "world_size": r.world,
+            info = {**run_info, "startup_seconds": startup, "device": str(models.device), "weights": models.weights,
+                    "world_size": r.world,
                     "persistent_models": persistent,
                     "batch_tokens": {"dnabert": models.dna.batch_tokens, "esm2": models.protein.batch_tokens},
                     "checkpoint": {"ranges": len(spans), "reused": len(spans) - len(todo)},
