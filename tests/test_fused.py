@@ -63,7 +63,7 @@ def test_compile_failure_falls_back_to_eager_once(monkeypatch, caplog):
             raise RuntimeError("no triton here")
         return run
 
-    f = fused._Fusable(fused._geglu)
+    f = fused._Fusable(fused._geglu, token_args=(0,))
     monkeypatch.setattr(torch, "compile", broken_compile)
     monkeypatch.setattr(fused._Fusable, "wants_compile", staticmethod(lambda x: True))
     h = torch.randn(5, 8)
@@ -77,7 +77,7 @@ def test_compile_failure_falls_back_to_eager_once(monkeypatch, caplog):
 def test_disabled_runs_eager(monkeypatch):
     monkeypatch.setattr(fused, "ENABLED", False)
     monkeypatch.setattr(fused._Fusable, "wants_compile", staticmethod(lambda x: True))
-    f = fused._Fusable(fused._geglu)
+    f = fused._Fusable(fused._geglu, token_args=(0,))
     h = torch.randn(5, 8)
     assert torch.equal(f(h), fused._geglu(h)) and f.compiled is None
 
@@ -92,3 +92,19 @@ def test_compiled_equals_eager_on_cpu():
         # a second batch size: the recompilation with a symbolic token count
         short = tuple(a[:11] if isinstance(a, torch.Tensor) and a.shape[0] == 37 else a for a in args)
         torch.testing.assert_close(compiled(*short), fn(*short), rtol=1e-5, atol=1e-5)
+
+
+def test_one_compilation_serves_every_batch_size(monkeypatch):
+    from torch._dynamo.testing import CompileCounter
+
+    counter = CompileCounter()  # counts graphs, runs them eagerly: the CPU needs no compiler here
+    real_compile = torch.compile
+    monkeypatch.setattr(torch, "compile", lambda fn, **kw: real_compile(fn, backend=counter, **kw))
+    monkeypatch.setattr(fused._Fusable, "wants_compile", staticmethod(lambda x: True))
+    torch._dynamo.reset()
+    f = fused._Fusable(fused._add_norm, token_args=(0, 1))
+    norm = torch.nn.LayerNorm(64)
+    for tokens in (37, 11, 500, 64):  # 64 == the feature size: the weight must stay static
+        x, y = torch.randn(tokens, 64), torch.randn(tokens, 64)
+        torch.testing.assert_close(f(x, y, norm.weight, norm.bias, norm.eps), norm(x + y))
+    assert counter.frame_count == 1 and not f.failed

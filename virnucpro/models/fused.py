@@ -7,11 +7,10 @@ q and k per layer; fused, with its cos/sin tables made once per layer, it went f
 ESM-2's GPU time to 2%.  DNABERT-S's GEGLU and post-LN residual LayerNorms gain too.  Plain
 LayerNorm, GELU and residual adds do not: PyTorch's kernels were faster than Inductor's.
 
-Each function is plain PyTorch that `torch.compile` turns into a kernel.  Compilation is
-automatic-dynamic: the second batch size recompiles with the token count symbolic and the
-feature sizes fixed, which Inductor needs for fast kernels (with every size symbolic the fused
-GEGLU ran slower than eager).  A batch above 2^31 elements recompiles once more (64-bit
-indexing), so a warm-up must include a full-size batch.
+Each function is plain PyTorch that `torch.compile` turns into a kernel, with the token count
+symbolic and the feature sizes fixed, which Inductor needs for fast kernels (with every size
+symbolic the fused GEGLU ran slower than eager).  A batch above 2^31 elements recompiles once
+more (64-bit indexing), so a warm-up must include a full-size batch.
 
 The same functions run eagerly on the CPU, when `VIRNUCPRO_FUSED=0`, or after a compilation
 failure (logged once).  Compiled and eager results agree to rounding: inside a fused kernel
@@ -51,10 +50,11 @@ def _geglu(h: torch.Tensor) -> torch.Tensor:
 
 
 class _Fusable:
-    """`fn` compiled for CUDA tensors, eager for the rest."""
+    """`fn` compiled for CUDA tensors, eager for the rest.  `token_args`: the positions of the
+    arguments whose first dimension is the batch's token count."""
 
-    def __init__(self, fn):
-        self.fn, self.compiled, self.failed = fn, None, False
+    def __init__(self, fn, token_args: tuple[int, ...]):
+        self.fn, self.token_args, self.compiled, self.failed = fn, token_args, None, False
 
     @staticmethod
     def wants_compile(x: torch.Tensor) -> bool:
@@ -65,6 +65,10 @@ class _Fusable:
             return self.fn(*args)
         if self.compiled is None:
             self.compiled = torch.compile(self.fn, fullgraph=True)
+        for i in self.token_args:
+            # The token count is symbolic from the first call, the feature sizes stay fixed: one
+            # compilation per process instead of a static one and then a dynamic one.
+            torch._dynamo.maybe_mark_dynamic(args[i], 0)
         try:
             return self.compiled(*args)
         except Exception as e:  # Triton missing or an Inductor bug: slower, not wrong
@@ -73,7 +77,9 @@ class _Fusable:
             return self.fn(*args)
 
 
-_rotary_f, _add_norm_f, _geglu_f = map(_Fusable, (_rotary, _add_norm, _geglu))
+_rotary_f = _Fusable(_rotary, token_args=(0, 1, 2, 3))
+_add_norm_f = _Fusable(_add_norm, token_args=(0, 1))
+_geglu_f = _Fusable(_geglu, token_args=(0,))
 
 
 def rotary(q: torch.Tensor, k: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor):
