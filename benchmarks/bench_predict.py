@@ -20,16 +20,20 @@ def _warm_up(path_key: str = "reads"):
         shutil.rmtree(out, ignore_errors=True)
 
 
-class TimePredict:
-    """Wall time of a whole run over several input files (the genome in parts plus a file of 150 bp reads).
-    persistent_models=False reloads the models for every input file."""
-    params = [common.N_GPUS, [True, False]]
-    param_names = ["n_gpus", "persistent_models"]
+class _OneRun:
+    """One timed run per benchmark: a run is long and its warm-up is done in setup_cache."""
     number = 1
     repeat = 1
     rounds = 1
     warmup_time = 0
     timeout = common.profile()["timeout"]
+
+
+class TimePredict(_OneRun):
+    """Wall time of a whole run over several input files (the genome in parts plus a file of 150 bp reads).
+    persistent_models=False reloads the models for every input file."""
+    params = [common.N_GPUS, [True, False]]
+    param_names = ["n_gpus", "persistent_models"]
 
     def setup_cache(self):
         _warm_up()
@@ -48,18 +52,13 @@ class TimePredict:
         common.run(self.cmd, self.timeout)
 
 
-class TimeStartup:
+class TimeStartup(_OneRun):
     """Wall time of `predict` on 10 reads: the fixed cost of a run (interpreter, imports, one
     worker per GPU, model creation, kernel compilation or cache loads).  It is paid once per run
     whatever the input, so it bounds what more GPUs can gain on small inputs; run.json's
     `startup_seconds` and `seconds.load_*` break it down."""
     params = [common.N_GPUS]
     param_names = ["n_gpus"]
-    number = 1
-    repeat = 1
-    rounds = 1
-    warmup_time = 0
-    timeout = common.profile()["timeout"]
 
     def setup_cache(self):
         _warm_up("few_reads")

@@ -157,32 +157,39 @@ def pipeline_options(engine: str = "fast"):
 
 def predict_in_process(paths, models, opts, out, monitor=None, min_seconds: float = 0.0) -> dict:
     """`predict` from reading FASTA to written results, with models already loaded: what a run
-    costs once started, without interpreter start-up and model loading.  Files are taken in
-    order until the run has lasted `min_seconds` (at least one)."""
+    costs once started, without interpreter start-up and model loading.  As in the pipeline, the
+    next file is read, chunked and translated in a thread while this one is on the GPU.  Files
+    are taken in order until the run has lasted `min_seconds` (at least one)."""
     import time
+    from concurrent.futures import ThreadPoolExecutor
 
     from virnucpro import pipeline
     from virnucpro.outputs import write_result_dir
 
+    def load(path):
+        data, clock = pipeline.read_inputs([path])[0], pipeline.StageClock()
+        return pipeline.prepare(data, opts.chunk_len, clock), clock
+
     t0 = time.perf_counter()
     files = orfs = tokens = 0
     stage_seconds: dict = {}
-    for path in paths:
-        if files and time.perf_counter() - t0 >= min_seconds:
-            break
-        files += 1
-        data = pipeline.read_inputs([path])[0]
-        clock = pipeline.StageClock()
-        pipeline.prepare(data, opts.chunk_len, clock)
-        if monitor is not None:
-            monitor.set_stage("embedding")
-        pred = pipeline.classify(data, models, False, clock)
-        if monitor is not None:
-            monitor.set_stage(None)
-        write_result_dir(Path(out), data, pred, {}, True)
-        orfs += len(data.orfs)
-        tokens += sum(len(o.protein) + 2 for o in data.orfs)
-        for k, v in clock.seconds.items():
-            stage_seconds[k] = stage_seconds.get(k, 0.0) + v
+    paths = iter(paths)
+    with ThreadPoolExecutor(max_workers=1) as pool:
+        ahead = pool.submit(load, next(paths))
+        while ahead is not None:
+            data, clock = ahead.result()
+            files += 1
+            path = next(paths, None) if time.perf_counter() - t0 < min_seconds else None
+            ahead = pool.submit(load, path) if path is not None else None
+            if monitor is not None:
+                monitor.set_stage("embedding")
+            pred = pipeline.classify(data, models, False, clock)
+            if monitor is not None:
+                monitor.set_stage(None)
+            write_result_dir(Path(out), data, pred, {}, True)
+            orfs += len(data.orfs)
+            tokens += sum(len(o.protein) + 2 for o in data.orfs)
+            for k, v in clock.seconds.items():
+                stage_seconds[k] = stage_seconds.get(k, 0.0) + v
     return {"files": files, "orfs": orfs, "esm_tokens": tokens, "seconds": time.perf_counter() - t0,
             "stage_seconds": stage_seconds}

@@ -244,3 +244,31 @@ def test_package_commit_names_head_and_marks_a_changed_tree():
         pytest.skip("not a git checkout")
     dirty = subprocess.run(["git", "-C", str(here), "diff", "--quiet", "HEAD", "--", "."]).returncode == 1
     assert package_commit() == head.stdout.strip() + ("+dirty" if dirty else "")
+
+
+def test_next_input_is_prepared_while_this_one_is_classified(tmp_path, monkeypatch):
+    import threading
+
+    from virnucpro import pipeline
+
+    second_ready = threading.Event()
+    real_prepare, real_classify = pipeline.prepare, pipeline._classify
+    waited = []
+
+    def prepare(data, chunk_len, clock):
+        out = real_prepare(data, chunk_len, clock)
+        if data.path.name == "edge_cases.fa":
+            second_ready.set()
+        return out
+
+    def classify(orfs, *args, **kw):
+        if not waited:  # the first range of the first input: the second input's chunking runs meanwhile
+            waited.append(second_ready.wait(timeout=60))
+        return real_classify(orfs, *args, **kw)
+
+    monkeypatch.setattr(pipeline, "prepare", prepare)
+    monkeypatch.setattr(pipeline, "_classify", classify)
+    inputs = [str(DATA / "KK037166.fna"), str(DATA / "edge_cases.fa")]
+    assert main(["predict", *inputs, "-l", "300", *TINY, "-o", str(tmp_path / "out")]) == 0
+    assert waited == [True]
+    assert (tmp_path / "out" / "edge_cases" / "prediction_results.txt").is_file()

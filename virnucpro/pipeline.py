@@ -7,6 +7,7 @@ ORFs are scored in fixed ranges, each saved as soon as it is done (see checkpoin
 from __future__ import annotations
 
 import time
+from concurrent.futures import ThreadPoolExecutor
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -215,8 +216,6 @@ def run(paths: list[str], out: Path, opts: Options, run_info: dict, keep_interme
     checkpoint.Store(out) (lock and manifest).  Rank 0 decides which ranges are still to do and
     deals them out, every rank saves what it scores, rank 0 merges the saved ranges and writes
     the results.  Returns, on rank 0, one summary line per input."""
-    from virnucpro.outputs import chunk_verdicts, write_result_dir
-
     parallel.init_group(r, opts.device == "cuda" or (opts.device == "auto" and torch.cuda.is_available()))
     started = run_info.get("started_unix")
     # Interpreter, imports, spawned workers and the process group, before any input is read.
@@ -224,44 +223,60 @@ def run(paths: list[str], out: Path, opts: Options, run_info: dict, keep_interme
     store = checkpoint.Store(out)
     store.manifest = parallel.broadcast(store.read_manifest() if r.is_main else None, r)
     inputs = read_inputs(paths)
+    clocks = [StageClock() for _ in inputs]
     models, lines = None, []
-    for data in inputs:
-        t0 = time.perf_counter()
-        clock = StageClock()
-        prepare(data, opts.chunk_len, clock)
-        spans = store.ranges(len(data.orfs))
-        todo = parallel.broadcast(store.pending(data, spans) if r.is_main else None, r)
-        if todo is None:
-            if r.is_main:
-                lines.append(f"{data.path}: finished by an earlier run -> {out / data.stem}")
-            continue
-        if models is None or not persistent:
-            models = None  # drop the old copy before loading the next
-            models = load_models(opts)
-            _agree_on_budgets(models, opts, store, r)
-        mine = [spans[i] for i in todo[r.rank::r.world]]
-        _score_ranges(data, mine, models, store, opts.progress and r.is_main, clock, keep_intermediate, r.is_main)
-        per_rank = parallel.gather(clock.seconds, r)
-        if r.is_main:
-            with clock("gather"):
-                cols = store.load(data, spans, models.dna.dim + models.protein.dim, keep_intermediate)
-            faults.point("merge")
-            pred = Prediction(cols["logits"], cols["probs"], cols["features"])
-            seconds = {**models.seconds, **clock.seconds}
-            if r.world > 1:
-                seconds["per_rank"] = per_rank
-            n = len(data.orfs)
-            info = {**run_info, "startup_seconds": startup, "device": str(models.device), "weights": models.weights,
-                    "world_size": r.world,
-                    "persistent_models": persistent,
-                    "batch_tokens": {"dnabert": models.dna.batch_tokens, "esm2": models.protein.batch_tokens},
-                    "checkpoint": {"ranges": len(spans), "reused": len(spans) - len(todo)},
-                    "seconds": {k: (round(v, 4) if isinstance(v, float) else v) for k, v in seconds.items()},
-                    "total_seconds": round(time.perf_counter() - t0, 3)}
-            final = write_result_dir(out, data, pred, info, models.random, keep_intermediate)
-            store.finish(data.stem)
-            viral = sum(chunk_verdicts(data, pred).values())
-            lines.append(f"{data.path}: {len(data.records)} sequences, {len(data.chunks)} chunks, {n} ORFs, "
-                         f"{viral} chunks called viral, {len(data.skipped)} skipped -> {final}")
+    # One thread chunks and translates the next input while this one is on the GPU.
+    with ThreadPoolExecutor(max_workers=1, thread_name_prefix="virnucpro-prepare") as pool:
+        ahead = [pool.submit(prepare, d, opts.chunk_len, c) for d, c in zip(inputs[:1], clocks)]
+        for k, data in enumerate(inputs):
+            t0 = time.perf_counter()
+            ahead.pop(0).result()
+            if k + 1 < len(inputs):
+                ahead.append(pool.submit(prepare, inputs[k + 1], opts.chunk_len, clocks[k + 1]))
+            models = _predict_input(data, clocks[k], t0, models, store, opts, run_info, startup, keep_intermediate,
+                                    persistent, r, out, lines)
     parallel.barrier(r)
     return lines
+
+
+def _predict_input(data: InputData, clock: StageClock, t0: float, models, store, opts: Options, run_info: dict,
+                   startup, keep_intermediate: bool, persistent: bool, r: parallel.Rank, out: Path, lines: list):
+    """Score one prepared input (this rank's ranges) and, on rank 0, merge and write its results.
+    Returns the models, loaded here if needed, for the next input."""
+    from virnucpro.outputs import chunk_verdicts, write_result_dir
+
+    spans = store.ranges(len(data.orfs))
+    todo = parallel.broadcast(store.pending(data, spans) if r.is_main else None, r)
+    if todo is None:
+        if r.is_main:
+            lines.append(f"{data.path}: finished by an earlier run -> {out / data.stem}")
+        return models
+    if models is None or not persistent:
+        models = None  # drop the old copy before loading the next
+        models = load_models(opts)
+        _agree_on_budgets(models, opts, store, r)
+    mine = [spans[i] for i in todo[r.rank::r.world]]
+    _score_ranges(data, mine, models, store, opts.progress and r.is_main, clock, keep_intermediate, r.is_main)
+    per_rank = parallel.gather(clock.seconds, r)
+    if r.is_main:
+        with clock("gather"):
+            cols = store.load(data, spans, models.dna.dim + models.protein.dim, keep_intermediate)
+        faults.point("merge")
+        pred = Prediction(cols["logits"], cols["probs"], cols["features"])
+        seconds = {**models.seconds, **clock.seconds}
+        if r.world > 1:
+            seconds["per_rank"] = per_rank
+        n = len(data.orfs)
+        info = {**run_info, "startup_seconds": startup, "device": str(models.device), "weights": models.weights,
+                "world_size": r.world,
+                "persistent_models": persistent,
+                "batch_tokens": {"dnabert": models.dna.batch_tokens, "esm2": models.protein.batch_tokens},
+                "checkpoint": {"ranges": len(spans), "reused": len(spans) - len(todo)},
+                "seconds": {k: (round(v, 4) if isinstance(v, float) else v) for k, v in seconds.items()},
+                "total_seconds": round(time.perf_counter() - t0, 3)}
+        final = write_result_dir(out, data, pred, info, models.random, keep_intermediate)
+        store.finish(data.stem)
+        viral = sum(chunk_verdicts(data, pred).values())
+        lines.append(f"{data.path}: {len(data.records)} sequences, {len(data.chunks)} chunks, {n} ORFs, "
+                     f"{viral} chunks called viral, {len(data.skipped)} skipped -> {final}")
+    return models
