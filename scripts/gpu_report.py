@@ -26,7 +26,7 @@ sys.path.insert(0, str(ROOT))
 
 from benchmarks import common  # noqa: E402
 from virnucpro import embed, perf, pipeline  # noqa: E402
-from virnucpro.models import fused  # noqa: E402
+from virnucpro.models import alibi, fused  # noqa: E402
 from virnucpro.fasta import read_fasta  # noqa: E402
 from virnucpro.outputs import chunk_verdicts, package_commit  # noqa: E402
 
@@ -139,6 +139,8 @@ def main(argv=None) -> int:
     ap.add_argument("--skip", nargs="*", default=[], choices=["stages", "agreement", "e2e", "reference"])
     ap.add_argument("--unfused-variant", action="store_true",
                     help="also time both stages with the elementwise fusions off (VIRNUCPRO_FUSED=0)")
+    ap.add_argument("--flex-block-variant", type=int, nargs="*", default=[], metavar="N",
+                    help="also time DNABERT-S with FlexAttention blocks of N tokens (e.g. 64)")
     ap.add_argument("--compile-variant", action="store_true", help="also time ESM-2 with torch.compile'd layers")
     ap.add_argument("--dry-run", action="store_true",
                     help="CPU, tiny preset, tiny profile: checks this script, measures nothing worth reporting")
@@ -187,8 +189,18 @@ def main(argv=None) -> int:
                 report["esm2_compiled"] = {"error": f"{type(e).__name__}: {e}"[:500]}
                 log("compiled variant failed:", report["esm2_compiled"]["error"])
             empty_cache(dev)
-        measure_stage(report, "dnabert", embed.load_dna_model(random_src, dev, fast), nuc, peak,
-                      args.unfused_variant, profile_items=1200)
+        dna = embed.load_dna_model(random_src, dev, fast)
+        measure_stage(report, "dnabert", dna, nuc, peak, args.unfused_variant, profile_items=1200)
+        for block in args.flex_block_variant:
+            default, alibi.FLEX_BLOCK = alibi.FLEX_BLOCK, block
+            try:
+                report[f"dnabert_flex{block}"] = stage_alone("dnabert", dna, nuc, peak)
+                report[f"dnabert_flex{block}_kernels"] = kernel_profile(dna, nuc[:1200])
+            except Exception as e:  # a variant that does not compile must not cost the rest
+                report[f"dnabert_flex{block}"] = {"error": f"{type(e).__name__}: {e}"[:500]}
+            finally:
+                alibi.FLEX_BLOCK = default
+        del dna
         empty_cache(dev)
 
     save(report, args.out)
@@ -264,7 +276,7 @@ def main(argv=None) -> int:
 def table(r: dict) -> str:
     rows = [("peak bf16 matmul", f"{r['peak_bf16_flops'] / 1e12:.0f} TFLOP/s", "")]
     for s, target in (("esm2", 0.70), ("esm2_unfused", 0.70), ("esm2_compiled", 0.70), ("dnabert", 0.45),
-                      ("dnabert_unfused", 0.45)):
+                      ("dnabert_unfused", 0.45), ("dnabert_flex64", 0.45), ("dnabert_flex32", 0.45)):
         if s in r and "mfu" in r[s]:
             d = r[s]
             rows.append((f"{s} alone", f"{d['tokens_per_second']:.0f} tok/s, {d['items_per_second']:.0f} ORFs/s, "

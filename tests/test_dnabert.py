@@ -1,6 +1,7 @@
 import math
 import os
 import shutil
+import warnings
 from pathlib import Path
 
 import pytest
@@ -139,7 +140,9 @@ def test_padded_sdpa_fallback_equals_naive_alibi_attention():
 FLEX_LENGTHS = [50] * 17 + [3, 77, 1, 128, 129, 20]  # 1208 tokens; sequences straddle block edges
 
 
-def test_flex_block_mask_lists_exactly_the_blocks_with_same_sequence_pairs():
+@pytest.mark.parametrize("block", [128, 64])
+def test_flex_block_mask_lists_exactly_the_blocks_with_same_sequence_pairs(monkeypatch, block):
+    monkeypatch.setattr(alibi, "FLEX_BLOCK", block)
     cu = torch.tensor([0] + FLEX_LENGTHS).cumsum(0)
     T, bs = int(cu[-1]), alibi.FLEX_BLOCK
     bm = alibi.PackedLayout(cu, max(FLEX_LENGTHS), T).block_mask
@@ -151,14 +154,17 @@ def test_flex_block_mask_lists_exactly_the_blocks_with_same_sequence_pairs():
     assert bm.full_kv_num_blocks is None  # every listed block gets the mask_mod
 
 
-def test_flex_attention_semantics_equal_sdpa(monkeypatch):
+@pytest.mark.parametrize("block", [128, 64])
+def test_flex_attention_semantics_equal_sdpa(monkeypatch, block):
     """Uncompiled flex evaluates our score_mod and mask_mod densely: checks them
     without the minute-long CPU compile (the block lists are checked above)."""
     flex = pytest.importorskip("torch.nn.attention.flex_attention")
+    monkeypatch.setattr(alibi, "FLEX_BLOCK", block)
     monkeypatch.setitem(alibi._compiled_flex, "cpu", flex.flex_attention)
     q, k, v, cu, max_len, slopes = random_packed(FLEX_LENGTHS)
     sdpa = alibi.packed_alibi_attention(q, k, v, cu, max_len, slopes, backend="sdpa")
-    with pytest.warns(UserWarning, match="without torch.compile"):
+    with warnings.catch_warnings():  # torch warns (once per process) that flex runs uncompiled
+        warnings.simplefilter("ignore")
         got = alibi.packed_alibi_attention(q, k, v, cu, max_len, slopes, backend="flex")
     assert torch.allclose(got, sdpa, atol=1e-5)
 

@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import logging
 import math
+import os
 from functools import cached_property
 
 import torch
@@ -23,7 +24,10 @@ import torch.nn.functional as F
 
 log = logging.getLogger(__name__)
 
-FLEX_BLOCK = 128  # sparsity granule of the flex block mask (its default block size)
+# Sparsity granule of the flex block mask.  128 is flex's default; ORFs are ~80 DNABERT-S tokens,
+# so a 128 x 128 block computes about three times the scores it keeps, and smaller blocks are an
+# option to measure (VIRNUCPRO_FLEX_BLOCK=64, which also sets the kernel's tiles to 64).
+FLEX_BLOCK = int(os.environ.get("VIRNUCPRO_FLEX_BLOCK", "128"))
 
 
 def alibi_slopes(n_heads: int, device=None) -> torch.Tensor:
@@ -147,7 +151,8 @@ def flex_alibi_attention(q, k, v, layout: PackedLayout, slopes: torch.Tensor) ->
     # Contiguous copies, also on the GPU: with q, k, v as strided views of the Wqkv output the
     # flex kernel ran 4x slower (H200), and Inductor's CPU lowering refuses such views outright.
     q, k, v = (x.transpose(0, 1).unsqueeze(0).contiguous() for x in (q, k, v))
-    out = _flex(q.device.type)(q, k, v, score_mod=alibi, block_mask=layout.block_mask)
+    options = {"BLOCK_M": FLEX_BLOCK, "BLOCK_N": FLEX_BLOCK} if FLEX_BLOCK < 128 and q.is_cuda else None
+    out = _flex(q.device.type)(q, k, v, score_mod=alibi, block_mask=layout.block_mask, kernel_options=options)
     return out[0].transpose(0, 1)
 
 
