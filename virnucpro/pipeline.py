@@ -219,7 +219,7 @@ def run(paths: list[str], out: Path, opts: Options, run_info: dict, keep_interme
     parallel.init_group(r, opts.device == "cuda" or (opts.device == "auto" and torch.cuda.is_available()))
     started = run_info.get("started_unix")
     # Interpreter, imports, spawned workers and the process group, before any input is read.
-    startup = round(time.time() - started, 3) if started else None
+    run_info = {**run_info, "startup_seconds": round(time.time() - started, 3) if started else None}
     store = checkpoint.Store(out)
     store.manifest = parallel.broadcast(store.read_manifest() if r.is_main else None, r)
     inputs = read_inputs(paths)
@@ -227,30 +227,30 @@ def run(paths: list[str], out: Path, opts: Options, run_info: dict, keep_interme
     models, lines = None, []
     # One thread chunks and translates the next input while this one is on the GPU.
     with ThreadPoolExecutor(max_workers=1, thread_name_prefix="virnucpro-prepare") as pool:
-        ahead = [pool.submit(prepare, d, opts.chunk_len, c) for d, c in zip(inputs[:1], clocks)]
+        prepared = pool.submit(prepare, inputs[0], opts.chunk_len, clocks[0]) if inputs else None
         for k, data in enumerate(inputs):
             t0 = time.perf_counter()
-            ahead.pop(0).result()
+            prepared.result()
             if k + 1 < len(inputs):
-                ahead.append(pool.submit(prepare, inputs[k + 1], opts.chunk_len, clocks[k + 1]))
-            models = _predict_input(data, clocks[k], t0, models, store, opts, run_info, startup, keep_intermediate,
-                                    persistent, r, out, lines)
+                prepared = pool.submit(prepare, inputs[k + 1], opts.chunk_len, clocks[k + 1])
+            models, line = _predict_input(data, clocks[k], t0, models, store, opts, run_info, keep_intermediate,
+                                          persistent, r, out)
+            if line:
+                lines.append(line)
     parallel.barrier(r)
     return lines
 
 
 def _predict_input(data: InputData, clock: StageClock, t0: float, models, store, opts: Options, run_info: dict,
-                   startup, keep_intermediate: bool, persistent: bool, r: parallel.Rank, out: Path, lines: list):
+                   keep_intermediate: bool, persistent: bool, r: parallel.Rank, out: Path):
     """Score one prepared input (this rank's ranges) and, on rank 0, merge and write its results.
-    Returns the models, loaded here if needed, for the next input."""
+    Returns the models (loaded here if needed) for the next input, and rank 0's summary line."""
     from virnucpro.outputs import chunk_verdicts, write_result_dir
 
     spans = store.ranges(len(data.orfs))
     todo = parallel.broadcast(store.pending(data, spans) if r.is_main else None, r)
     if todo is None:
-        if r.is_main:
-            lines.append(f"{data.path}: finished by an earlier run -> {out / data.stem}")
-        return models
+        return models, (f"{data.path}: finished by an earlier run -> {out / data.stem}" if r.is_main else None)
     if models is None or not persistent:
         models = None  # drop the old copy before loading the next
         models = load_models(opts)
@@ -267,8 +267,7 @@ def _predict_input(data: InputData, clock: StageClock, t0: float, models, store,
         if r.world > 1:
             seconds["per_rank"] = per_rank
         n = len(data.orfs)
-        info = {**run_info, "startup_seconds": startup, "device": str(models.device), "weights": models.weights,
-                "world_size": r.world,
+        info = {**run_info, "device": str(models.device), "weights": models.weights, "world_size": r.world,
                 "persistent_models": persistent,
                 "batch_tokens": {"dnabert": models.dna.batch_tokens, "esm2": models.protein.batch_tokens},
                 "checkpoint": {"ranges": len(spans), "reused": len(spans) - len(todo)},
@@ -277,6 +276,6 @@ def _predict_input(data: InputData, clock: StageClock, t0: float, models, store,
         final = write_result_dir(out, data, pred, info, models.random, keep_intermediate)
         store.finish(data.stem)
         viral = sum(chunk_verdicts(data, pred).values())
-        lines.append(f"{data.path}: {len(data.records)} sequences, {len(data.chunks)} chunks, {n} ORFs, "
-                     f"{viral} chunks called viral, {len(data.skipped)} skipped -> {final}")
-    return models
+        return models, (f"{data.path}: {len(data.records)} sequences, {len(data.chunks)} chunks, {n} ORFs, "
+                        f"{viral} chunks called viral, {len(data.skipped)} skipped -> {final}")
+    return models, None
