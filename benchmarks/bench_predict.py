@@ -5,17 +5,16 @@ import tempfile
 from . import common
 
 
-def _warm_up(path_key: str = "reads"):
+def _warm_up(key: str = "reads_file"):
     # Page cache, kernel caches and the dataset itself: not part of what is timed.
     try:
         common.require_devices(1)
     except NotImplementedError:
         return
     w = common.workload()
-    path = w["files"][-1] if path_key == "reads" else w[path_key]
     out = tempfile.mkdtemp(prefix="virnucpro-warmup-")
     try:
-        common.run(common.predict_command([path], out, 1), w["timeout"])
+        common.run(common.predict_command([w[key]], out, 1), w["timeout"])
     finally:
         shutil.rmtree(out, ignore_errors=True)
 

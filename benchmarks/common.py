@@ -119,8 +119,8 @@ def workload(name: str | None = None) -> dict:
         _write(files[-1], reads)
         _write(few_reads, reads[:FEW_READS])
         _write(reference, [("reference_subset", genome[: p["reference_bp"]])])
-    return {"files": [str(f) for f in files], "reference": str(reference), "few_reads": str(few_reads),
-            "root": root, **p}
+    return {"files": [str(f) for f in files], "reads_file": str(files[-1]), "reference": str(reference),
+            "few_reads": str(few_reads), "root": root, **p}
 
 
 def predict_command(inputs, out: str, n_gpus: int, extra=()) -> list:
@@ -143,11 +143,12 @@ def run(cmd, timeout: float) -> None:
         raise RuntimeError(f"{' '.join(map(str, cmd))} failed ({done.returncode}): {done.stderr[-2000:]}")
 
 
-def pipeline_options(engine: str = "fast"):
-    """The profile's `predict` options; "reference" as `--engine reference` sets them."""
+def pipeline_options(engine: str = "fast", name: str | None = None):
+    """The profile's `predict` options; "reference" as `--engine reference` sets them.  (The
+    recipe is repeated here, not imported: the suite also runs older commits.)"""
     from virnucpro import pipeline
 
-    p = profile()
+    p = PROFILES[name or profile_name()]
     opts = pipeline.Options(chunk_len=p["chunk_len"], random_weights=True, preset=p["preset"],
                             device=p["device"], progress=False)
     if engine == "reference":

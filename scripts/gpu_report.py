@@ -236,12 +236,12 @@ def main(argv=None) -> int:
         log(f"agreement: {json.dumps(agree)}")
 
     save(report, args.out)
-    opts = pipeline.Options(chunk_len=500, random_weights=True, preset=PRESET, device=dev.type, progress=False)
+    opts = common.pipeline_options("fast", PROFILE)
     if "e2e" not in args.skip:
         models = pipeline.load_models(opts)
         root = Path(tempfile.mkdtemp(prefix="virnucpro-genome-"))
         report["e2e_genome"] = end_to_end(repeated_genome(root), models, opts, "genome", args.e2e_seconds)
-        report["e2e_reads"] = end_to_end([w["files"][-1]], models, opts, "150 bp reads")
+        report["e2e_reads"] = end_to_end([w["reads_file"]], models, opts, "150 bp reads")
         if "esm2" in report:
             report["e2e_genome"]["fraction_of_esm_alone"] = report["e2e_genome"]["orfs_per_second"] / report["esm2"]["items_per_second"]
         del models
@@ -257,9 +257,7 @@ def main(argv=None) -> int:
         warm.write_text(f">warm\n{genome[:20_000]}\n")
         times = {}
         for engine in ("fast", "reference"):
-            o = pipeline.Options(**{**opts.__dict__})
-            if engine == "reference":
-                o.precision, o.dna_batch_tokens, o.esm_batch_tokens = "fp32", 1, 2048
+            o = common.pipeline_options(engine, PROFILE)
             m = pipeline.load_models(o)
             end_to_end([str(warm)], m, o, f"{engine} warm-up")  # kernels and compiled attention, untimed
             times[engine] = end_to_end([str(sub_path)], m, o, engine)["seconds"]
@@ -275,8 +273,10 @@ def main(argv=None) -> int:
 
 def table(r: dict) -> str:
     rows = [("peak bf16 matmul", f"{r['peak_bf16_flops'] / 1e12:.0f} TFLOP/s", "")]
-    for s, target in (("esm2", 0.70), ("esm2_unfused", 0.70), ("esm2_compiled", 0.70), ("dnabert", 0.45),
-                      ("dnabert_unfused", 0.45), ("dnabert_flex64", 0.45), ("dnabert_flex32", 0.45)):
+    variants = [("esm2", 0.70), ("esm2_unfused", 0.70), ("esm2_compiled", 0.70), ("dnabert", 0.45),
+                ("dnabert_unfused", 0.45)]
+    variants += [(k, 0.45) for k in r if k.startswith("dnabert_flex") and not k.endswith("_kernels")]
+    for s, target in variants:
         if s in r and "mfu" in r[s]:
             d = r[s]
             rows.append((f"{s} alone", f"{d['tokens_per_second']:.0f} tok/s, {d['items_per_second']:.0f} ORFs/s, "

@@ -70,8 +70,8 @@ class StageResult:
 
 def warm_up(embedder, seqs) -> None:
     """Untimed runs of three sizes, the last one all of `seqs`: kernels, cuBLAS handles and every
-    compilation (compiled code specialises on the first shape, turns dynamic on the second, and
-    recompiles for 64-bit indexing once a batch passes 2^31 elements)."""
+    compilation (FlexAttention specialises on the first shape and turns dynamic on the second;
+    compiled code recompiles for 64-bit indexing once a batch passes 2^31 elements)."""
     for frac in (20, 10, 1):
         embedder.embed(seqs[: max(1, len(seqs) // frac)])
 
