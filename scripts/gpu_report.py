@@ -104,6 +104,12 @@ def cosine_rows(a: torch.Tensor, b: torch.Tensor) -> np.ndarray:
     return torch.nn.functional.cosine_similarity(a.double(), b.double(), dim=1).numpy()
 
 
+def compiled_graphs() -> int:
+    """Graphs Dynamo has compiled so far in this process (a recompile inside a clock shows here)."""
+    from torch._dynamo.utils import counters
+    return int(counters["stats"]["unique_graphs"])
+
+
 def end_to_end(paths, models, opts, label, min_seconds=0.0):
     """predict in this process, models already loaded: ORFs/s from reading to written results."""
     out = Path(tempfile.mkdtemp(prefix="virnucpro-e2e-"))
@@ -135,7 +141,7 @@ def main(argv=None) -> int:
     ap.add_argument("--out", default=os.environ.get("OUT", "docs/perf"), help="folder for gpu_report.json")
     ap.add_argument("--e2e-seconds", type=float, default=120, help="repeat the genome until the run lasts this long")
     ap.add_argument("--agreement-orfs", type=int, default=1000)
-    ap.add_argument("--reference-bp", type=int, default=150_000, help="size of the reference-engine comparison")
+    ap.add_argument("--reference-bp", type=int, default=400_000, help="size of the reference-engine comparison")
     ap.add_argument("--skip", nargs="*", default=[], choices=["stages", "agreement", "e2e", "reference"])
     ap.add_argument("--unfused-variant", action="store_true",
                     help="also time both stages with the elementwise fusions off (VIRNUCPRO_FUSED=0)")
@@ -255,16 +261,27 @@ def main(argv=None) -> int:
         sub_path.write_text(f">subset\n{genome}\n")
         warm = root / "warm.fna"
         warm.write_text(f">warm\n{genome[:20_000]}\n")
-        times = {}
+        runs = {}
         for engine in ("fast", "reference"):
             o = common.pipeline_options(engine, PROFILE)
             m = pipeline.load_models(o)
             end_to_end([str(warm)], m, o, f"{engine} warm-up")  # kernels and compiled attention, untimed
-            times[engine] = end_to_end([str(sub_path)], m, o, engine)["seconds"]
+            # The first timed run follows a warm-up of one size, as the asv benchmark did up to
+            # this commit; the second repeats the same input with every shape already seen.
+            for k in ("first", "repeat"):
+                graphs = compiled_graphs()
+                d = end_to_end([str(sub_path)], m, o, f"{engine} {k}")
+                runs[f"{engine}_{k}"] = {"seconds": d["seconds"], "stage_seconds": d["stage_seconds"],
+                                         "graphs_compiled_in_clock": compiled_graphs() - graphs}
             del m
             empty_cache(dev)
-        report["reference"] = {"bp": args.reference_bp, "seconds": times, "speedup": times["reference"] / times["fast"]}
-        log(f"reference: {times}, speedup {report['reference']['speedup']:.1f}x")
+        ref = runs["reference_repeat"]["seconds"]
+        report["reference"] = {"bp": args.reference_bp, "runs": runs,
+                               "seconds": {"fast": runs["fast_repeat"]["seconds"], "reference": ref},
+                               "speedup": ref / runs["fast_repeat"]["seconds"],
+                               "speedup_first_run": runs["reference_first"]["seconds"] / runs["fast_first"]["seconds"]}
+        log(f"reference: {json.dumps(runs)}, speedup {report['reference']['speedup']:.1f}x "
+            f"(first run after a one-size warm-up {report['reference']['speedup_first_run']:.1f}x)")
 
     save(report, args.out)
     print(table(report))
@@ -288,7 +305,9 @@ def table(r: dict) -> str:
             rows.append((f"e2e {d['label']}", f"{d['orfs_per_second']:.0f} ORFs/s{frac}, util "
                          f"{d['gpu_util_embedding_percent']:.0f}%", ">= 85% of ESM alone, util >= 95%"))
     if "reference" in r:
-        rows.append(("speedup vs reference", f"{r['reference']['speedup']:.1f}x", ">= 15x"))
+        ref = r["reference"]
+        first = f" (first run after a one-size warm-up: {ref['speedup_first_run']:.1f}x)" if "speedup_first_run" in ref else ""
+        rows.append(("speedup vs reference", f"{ref['speedup']:.1f}x{first}", ">= 15x"))
     if "agreement" in r:
         a = r["agreement"]
         rows.append(("bf16 vs fp32", f"min cos DNABERT {a['dnabert']['min_cosine']:.5f}, ESM {a['esm2']['min_cosine']:.5f}; "
