@@ -82,15 +82,34 @@ def test_disabled_runs_eager(monkeypatch):
     assert torch.equal(f(h), fused._geglu(h)) and f.compiled is None
 
 
+def _qkv_views(T, H=4, Dh=16):
+    # as DNABERT-S makes them: strided views of one [T, 3 x H x Dh] projection
+    return torch.randn(T, 3 * H * Dh).view(T, 3, H, Dh).unbind(1)
+
+
+def test_head_layout_copies_are_contiguous_transposes():
+    q, k, v = _qkv_views(37)
+    for x, y in zip((q, k, v), fused.heads_first(q, k, v)):
+        assert y.shape == (1, 4, 37, 16) and y.is_contiguous()
+        assert torch.equal(y[0].transpose(0, 1), x)
+    out = torch.randn(4, 37, 16)
+    back = fused.tokens_first(out)
+    assert back.shape == (37, 4, 16) and back.is_contiguous() and torch.equal(back.transpose(0, 1), out)
+
+
 def test_compiled_equals_eager_on_cpu():
     q, k, pos, inv_freq, x, y, norm = _inputs()
     for fn, args in ((fused._rotary, (q, k, *_tables(pos, inv_freq))),
                      (fused._add_norm, (x, y, norm.weight, norm.bias, norm.eps)),
-                     (fused._geglu, (torch.cat([x, y], -1),))):
+                     (fused._geglu, (torch.cat([x, y], -1),)),
+                     (fused._heads_first, _qkv_views(37)),
+                     (fused._tokens_first, (torch.randn(4, 37, 16).transpose(0, 1).transpose(0, 1),))):
         compiled = torch.compile(fn, fullgraph=True)
         torch.testing.assert_close(compiled(*args), fn(*args), rtol=1e-5, atol=1e-5)
         # a second batch size: the recompilation with a symbolic token count
         short = tuple(a[:11] if isinstance(a, torch.Tensor) and a.shape[0] == 37 else a for a in args)
+        if fn is fused._tokens_first:
+            short = (args[0][:, :11],)
         torch.testing.assert_close(compiled(*short), fn(*short), rtol=1e-5, atol=1e-5)
 
 

@@ -22,12 +22,14 @@ from functools import cached_property
 import torch
 import torch.nn.functional as F
 
+from virnucpro.models import fused
+
 log = logging.getLogger(__name__)
 
-# Sparsity granule of the flex block mask.  128 is flex's default; ORFs are ~80 DNABERT-S tokens,
-# so a 128 x 128 block computes about three times the scores it keeps, and smaller blocks are an
-# option to measure (VIRNUCPRO_FLEX_BLOCK=64, which also sets the kernel's tiles to 64).
-FLEX_BLOCK = int(os.environ.get("VIRNUCPRO_FLEX_BLOCK", "128"))
+# Sparsity granule of the flex block mask, and the kernel's tiles.  ORFs are ~80 DNABERT-S tokens,
+# so flex's default 128 x 128 block computes about three times the scores it keeps; with 64 the
+# DNABERT-S stage went from 38.8% to 42.3% MFU (H200, e073704).  VIRNUCPRO_FLEX_BLOCK=128 restores it.
+FLEX_BLOCK = int(os.environ.get("VIRNUCPRO_FLEX_BLOCK", "64"))
 
 
 def alibi_slopes(n_heads: int, device=None) -> torch.Tensor:
@@ -150,10 +152,10 @@ def flex_alibi_attention(q, k, v, layout: PackedLayout, slopes: torch.Tensor) ->
 
     # Contiguous copies, also on the GPU: with q, k, v as strided views of the Wqkv output the
     # flex kernel ran 4x slower (H200), and Inductor's CPU lowering refuses such views outright.
-    q, k, v = (x.transpose(0, 1).unsqueeze(0).contiguous() for x in (q, k, v))
+    q, k, v = fused.heads_first(q, k, v)
     options = {"BLOCK_M": FLEX_BLOCK, "BLOCK_N": FLEX_BLOCK} if FLEX_BLOCK < 128 and q.is_cuda else None
     out = _flex(q.device.type)(q, k, v, score_mod=alibi, block_mask=layout.block_mask, kernel_options=options)
-    return out[0].transpose(0, 1)
+    return fused.tokens_first(out[0])
 
 
 _flex_failed = False
