@@ -272,3 +272,17 @@ def test_next_input_is_prepared_while_this_one_is_classified(tmp_path, monkeypat
     assert main(["predict", *inputs, "-l", "300", *TINY, "-o", str(tmp_path / "out")]) == 0
     assert waited == [True]
     assert (tmp_path / "out" / "edge_cases" / "prediction_results.txt").is_file()
+
+
+def test_predict_compiles_in_one_thread_unless_told(tmp_path, monkeypatch):
+    import torch._inductor.config as inductor
+
+    monkeypatch.delenv("TORCHINDUCTOR_COMPILE_THREADS", raising=False)
+    monkeypatch.setattr(inductor, "compile_threads", 8)
+    assert main(["predict", str(DATA / "KK037166.fna"), "-l", "500", "-o", str(tmp_path / "a"), *TINY]) == 0
+    assert inductor.compile_threads == 1
+    # a user's own setting wins
+    monkeypatch.setenv("TORCHINDUCTOR_COMPILE_THREADS", "4")
+    monkeypatch.setattr(inductor, "compile_threads", 4)
+    assert main(["predict", str(DATA / "KK037166.fna"), "-l", "500", "-o", str(tmp_path / "b"), *TINY]) == 0
+    assert inductor.compile_threads == 4
