@@ -26,8 +26,8 @@ from virnucpro.models import fused
 
 log = logging.getLogger(__name__)
 
-# Sparsity granule of the flex block mask, and the kernel's tiles.  ORFs are ~80 DNABERT-S tokens,
-# so flex's default 128 x 128 block computes about three times the scores it keeps; with 64 the
+# Sparsity granule of the flex block mask, and the kernel's tiles.  ORFs are about 100 DNABERT-S
+# tokens, so most scores of flex's default 128 x 128 blocks are masked out; with 64 the
 # DNABERT-S stage went from 38.8% to 42.3% MFU (H200, e073704).  VIRNUCPRO_FLEX_BLOCK=128 restores it.
 FLEX_BLOCK = int(os.environ.get("VIRNUCPRO_FLEX_BLOCK", "64"))
 
