@@ -278,11 +278,11 @@ def test_predict_compiles_in_one_thread_unless_told(tmp_path, monkeypatch):
     import torch._inductor.config as inductor
 
     monkeypatch.delenv("TORCHINDUCTOR_COMPILE_THREADS", raising=False)
-    monkeypatch.setattr(inductor, "compile_threads", 8)
-    assert main(["predict", str(DATA / "KK037166.fna"), "-l", "500", "-o", str(tmp_path / "a"), *TINY]) == 0
-    assert inductor.compile_threads == 1
+    with inductor.patch(compile_threads=8):  # restores the setting afterwards, as monkeypatch cannot here
+        assert main(["predict", str(DATA / "KK037166.fna"), "-l", "500", "-o", str(tmp_path / "a"), *TINY]) == 0
+        assert inductor.compile_threads == 1
     # a user's own setting wins
     monkeypatch.setenv("TORCHINDUCTOR_COMPILE_THREADS", "4")
-    monkeypatch.setattr(inductor, "compile_threads", 4)
-    assert main(["predict", str(DATA / "KK037166.fna"), "-l", "500", "-o", str(tmp_path / "b"), *TINY]) == 0
-    assert inductor.compile_threads == 4
+    with inductor.patch(compile_threads=4):
+        assert main(["predict", str(DATA / "KK037166.fna"), "-l", "500", "-o", str(tmp_path / "b"), *TINY]) == 0
+        assert inductor.compile_threads == 4
