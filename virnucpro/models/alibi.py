@@ -103,7 +103,7 @@ class PackedLayout:
         lo = cu[first] // FLEX_BLOCK
         hi = (cu[last + 1] - 1) // FLEX_BLOCK
         # Only the first (hi - lo + 1) entries of a row are read, but Inductor wants
-        # rows as wide as the key blocks (n_blocks^2 int32: 256 MiB at 1M tokens).
+        # rows as wide as the key blocks (n_blocks^2 int32: 1 GiB at 1M tokens in 64-token blocks).
         idx = (lo[:, None] + torch.arange(n_blocks, device=cu.device)).clamp(max=n_blocks - 1)
         ids = seq_id.to(torch.int32)
 
