@@ -80,8 +80,9 @@ class TrackSpeedupVsReference:
     DNABERT-S one sequence per forward, ESM-2 in 2048-token batches) on the same host and data:
     `predict` from FASTA to written results, in this process, each engine's models loaded and
     warmed up first on inputs of two sizes: compiled kernels specialise on their first shape and
-    recompile for any size on the second, and that compile is a fixed cost, not throughput.  Interpreter start-up and model loading are left out: they are the same
-    fixed cost for both engines and would make the ratio depend on the input's size."""
+    recompile for any size on the second, and that compile is a fixed cost, not throughput.
+    Interpreter start-up and model loading are left out: they are the same fixed cost for both
+    engines and would make the ratio depend on the input's size."""
     unit = "x"
     timeout = common.profile()["timeout"]
 

@@ -149,7 +149,7 @@ def main(argv=None) -> int:
     ap.add_argument("--unfused-variant", action="store_true",
                     help="also time both stages with the elementwise fusions off (VIRNUCPRO_FUSED=0)")
     ap.add_argument("--flex-block-variant", type=int, nargs="*", default=[], metavar="N",
-                    help="also time DNABERT-S with FlexAttention blocks of N tokens (e.g. 64)")
+                    help="also time DNABERT-S with FlexAttention blocks of N tokens (e.g. 128; 64 is the default)")
     ap.add_argument("--compile-variant", action="store_true", help="also time ESM-2 with torch.compile'd layers")
     ap.add_argument("--dry-run", action="store_true",
                     help="CPU, tiny preset, tiny profile: checks this script, measures nothing worth reporting")

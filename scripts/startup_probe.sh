@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
-# Run on a GPU host from the repository root (wheels in .whl/).  Where the rest of a short run's wall time goes: timestamps of the worker's summary line (after
-# pipeline.run), of the main process's warning (after the worker joined) and of exit; with
-# Inductor's compile worker pool on (default) and off.
+# Where a short run's wall time goes, on a GPU host, from the repository root (wheels in .whl/):
+# timestamps of the worker's summary line (after pipeline.run), of the main process's warning
+# (after the worker joined) and of exit; with Inductor's compile worker pool on (default) and off.
 python3 -m pip install -q --no-index --no-deps --target /tmp/site .whl/pyrodigal*.whl
 export PYTHONPATH=/tmp/site PYTHONUNBUFFERED=1
 F=$(VIRNUCPRO_BENCH_PROFILE=full python3 -c "from benchmarks import common; print(common.workload('full')['few_reads'])")
