@@ -38,8 +38,10 @@ def main() -> int:
         marks[name] = time.perf_counter() - t
         return out
 
-    from virnucpro import embed  # noqa: F401  (its imports are not the models' load time)
-    mark("import virnucpro.embed", lambda: None)
+    t = time.perf_counter()
+    from virnucpro import embed
+
+    marks["import virnucpro.embed"] = time.perf_counter() - t
     mark("CUDA context (first tensor)", lambda: torch.zeros(1, device="cuda"))
     prof = cProfile.Profile()
     src = f"random:{args.preset}"
@@ -53,8 +55,10 @@ def main() -> int:
         print(f"{v:8.3f} s  {k}")
     print(buf.getvalue())
     os.makedirs(args.out, exist_ok=True)
+    env = {k: os.environ.get(k) for k in ("PYTHONPYCACHEPREFIX", "PYTHONDONTWRITEBYTECODE")}
     with open(os.path.join(args.out, "load_probe.json"), "w") as f:
-        json.dump({"seconds": marks, "torch": torch.__version__, "gpu": torch.cuda.get_device_name()}, f, indent=1)
+        json.dump({"seconds": marks, "torch": torch.__version__, "gpu": torch.cuda.get_device_name(), "env": env,
+                   "dont_write_bytecode": sys.flags.dont_write_bytecode}, f, indent=1)
     return 0
 
 
