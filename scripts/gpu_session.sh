@@ -13,6 +13,11 @@ set -u
 machine=$1; deadline=$2; shift 2; t0=$(date +%s)
 out=${OUT:?set OUT to a folder for the results}
 export PYTHONUNBUFFERED=1 NCCL_NVLS_ENABLE=0
+# The lent H200 host sets PYTHONDONTWRITEBYTECODE=1 and its torch has no bytecode, so every process
+# compiled torch's sources again: `import torch._inductor.compile_fx` took 10.6-11.6 s there
+# (2026-11-29).  pip installs keep bytecode; here the first process writes it under /tmp.
+unset PYTHONDONTWRITEBYTECODE
+export PYTHONPYCACHEPREFIX=${PYTHONPYCACHEPREFIX:-/tmp/pycache}
 wheels=${WHEELS:-.whl}
 if ls "$wheels"/*.whl >/dev/null 2>&1; then
   python3 -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --upgrade --target /tmp/site "$wheels"/*.whl || exit 1
