@@ -101,6 +101,36 @@ def test_resume_after_sigkill_is_byte_identical(killed, baseline, where):
         assert reused(out) == KILLS[where]
 
 
+THREADS_PROBE = """
+import sys, torch
+from virnucpro import embed
+from virnucpro.chunking import chunk_records
+from virnucpro.fasta import read_fasta
+from virnucpro.translate import identify_orfs
+orfs = identify_orfs(chunk_records(read_fasta(sys.argv[1])[0], 300))[:15]
+dna, protein = embed.load_dna_model("random:tiny"), embed.load_protein_model("random:tiny")
+rows = {}
+for n in (2, 1, 3, 4):
+    torch.set_num_threads(n)
+    rows[n] = torch.cat([dna.embed([o.nucleotide for o in orfs]), protein.embed([o.protein for o in orfs])], 1)
+print([n for n in rows if not torch.equal(rows[n], rows[2])])
+"""
+
+
+@pytest.mark.skipif(not torch.backends.mkl.is_available() or "avx2" not in Path("/proc/cpuinfo").read_text(),
+                    reason="needs MKL and an AVX2 CPU")
+def test_cpu_embeddings_do_not_depend_on_the_thread_count():
+    """A CI run once resumed with last-bit differences in the first range of a killed run, where
+    MKL's thread count can vary (MKL_DYNAMIC).  On MKL's AVX2 branch the default sgemm differs
+    by thread count; virnucpro turns on strict CNR, under which it must not."""
+    env = {**os.environ, "MKL_ENABLE_INSTRUCTIONS": "AVX2"}
+    env.pop("MKL_CBWR", None)  # virnucpro's own default, not one inherited from this process
+    p = subprocess.run([sys.executable, "-c", THREADS_PROBE, str(DATA / "KK037166.fna")], env=env, cwd=ROOT,
+                       capture_output=True, text=True, timeout=300)
+    assert p.returncode == 0, p.stderr[-2000:]
+    assert p.stdout.strip() == "[]", f"thread counts whose embeddings differ from 2 threads: {p.stdout}"
+
+
 def test_each_feature_row_is_its_own_orfs_embedding(baseline):
     inter = baseline / "KK037166" / "intermediate"
     feats = np.load(inter / "features.npy")
