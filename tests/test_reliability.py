@@ -120,9 +120,9 @@ print([n for n in rows if not torch.equal(rows[n], rows[2])])
 @pytest.mark.skipif(not torch.backends.mkl.is_available() or "avx2" not in Path("/proc/cpuinfo").read_text(),
                     reason="needs MKL and an AVX2 CPU")
 def test_cpu_embeddings_do_not_depend_on_the_thread_count():
-    """A CI run once resumed with last-bit differences in the first range of a killed run, where
-    MKL's thread count can vary (MKL_DYNAMIC).  On MKL's AVX2 branch the default sgemm differs
-    by thread count; virnucpro turns on strict CNR, under which it must not."""
+    """A CI run once resumed with last-bit differences in the first range of a killed run.  The one
+    cause found: on MKL's AVX2 branch the default sgemm's last bits depend on the thread count,
+    which MKL may change at run time.  virnucpro turns on strict CNR, under which they must not."""
     env = {**os.environ, "MKL_ENABLE_INSTRUCTIONS": "AVX2"}
     env.pop("MKL_CBWR", None)  # virnucpro's own default, not one inherited from this process
     p = subprocess.run([sys.executable, "-c", THREADS_PROBE, str(DATA / "KK037166.fna")], env=env, cwd=ROOT,
