@@ -15,9 +15,9 @@ def test_batches_cover_every_item_once_and_respect_budget():
         assert lengths[b].sum() <= 1000 or len(b) == 1
 
 
-def test_oversized_item_gets_its_own_batch_and_max_items_holds():
-    batches = token_budget_batches([5000, 3, 3, 3], budget=100, max_items=2)
-    assert [len(b) for b in batches] == [1, 2, 1]
+def test_oversized_item_gets_its_own_batch():
+    batches = token_budget_batches([5000, 3, 3, 3, 98], budget=100)
+    assert [b.tolist() for b in batches] == [[0], [4], [1, 2, 3]]
     with pytest.raises(ValueError):
         token_budget_batches([1], budget=0)
 

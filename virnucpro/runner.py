@@ -13,8 +13,7 @@ import numpy as np
 import torch
 
 
-def token_budget_batches(lengths: Sequence[int], budget: int, max_items: int | None = None,
-                         first_budget: int | None = None) -> list[np.ndarray]:
+def token_budget_batches(lengths: Sequence[int], budget: int, first_budget: int | None = None) -> list[np.ndarray]:
     """Index arrays, longest items first; an item longer than the budget gets a batch of its own.
     `first_budget`, if given, is the budget of the first batch only."""
     if budget < 1 or (first_budget is not None and first_budget < 1):
@@ -25,8 +24,7 @@ def token_budget_batches(lengths: Sequence[int], budget: int, max_items: int | N
     for pos, idx in enumerate(order):
         n = int(lengths[idx])
         limit = first_budget if first_budget is not None and not batches else budget
-        full = used + n > limit or (max_items is not None and pos - start >= max_items)
-        if pos > start and full:
+        if pos > start and used + n > limit:
             batches.append(order[start:pos])
             start, used = pos, 0
         used += n
