@@ -3,7 +3,8 @@
 
 Stages alone (ESM-2 3B, DNABERT-S: tokens/s, ORFs/s, MFU against the bf16 matmul peak
 measured here, NVML utilisation), end to end on the C. diphtheriae genome and on 150 bp
-reads, speedup over `--engine reference`, and bf16-vs-fp32 agreement.  Random weights,
+reads, speedup over `--engine reference`, bf16-vs-fp32 agreement, and whether a batch embeds
+bit-identically twice (what `--resume` needs).  Random weights,
 `full` preset.  Writes the figures as JSON (commit, date, GPU) for docs/perf/.
 """
 from __future__ import annotations
@@ -225,8 +226,13 @@ def main(argv=None) -> int:
             ref.batch_tokens = embed.auto_token_budget(ref.model, dev)
             fast_emb = ref.embed(seqs)
             cos = cosine_rows(fast_emb, ref_emb)
+            # --resume promises bit-identical scores, which needs a batch to embed the same twice;
+            # on a GPU, pooling's index_add_ uses atomics (docs/RELIABILITY.md).
+            again = ref.embed(seqs)
             agree[name] = {"min_cosine": float(cos.min()), "mean_cosine": float(cos.mean()),
-                           "orfs_below_0.999": int((cos < 0.999).sum()), "orfs": len(seqs)}
+                           "orfs_below_0.999": int((cos < 0.999).sum()), "orfs": len(seqs),
+                           "orfs_not_bit_identical_when_repeated": int((again != fast_emb).any(dim=1).sum()),
+                           "max_abs_diff_when_repeated": float((again - fast_emb).abs().max())}
             feats[name] = (ref_emb, fast_emb)
             del ref
             empty_cache(dev)
@@ -315,6 +321,10 @@ def table(r: dict) -> str:
         a = r["agreement"]
         rows.append(("bf16 vs fp32", f"min cos DNABERT {a['dnabert']['min_cosine']:.5f}, ESM {a['esm2']['min_cosine']:.5f}; "
                      f"verdicts {a['chunk_verdict_agreement']:.2%}", "cos >= 0.999, verdicts >= 99.9%"))
+        if "orfs_not_bit_identical_when_repeated" in a["dnabert"]:
+            rows.append(("same batch twice", ", ".join(
+                f"{m}: {a[m]['orfs_not_bit_identical_when_repeated']} of {a[m]['orfs']} ORFs differ "
+                f"(max {a[m]['max_abs_diff_when_repeated']:.2g})" for m in ("dnabert", "esm2")), "0 for --resume"))
     w = max(len(a) for a, _, _ in rows)
     return "\n".join(f"{a:<{w}}  {b}  [{c}]" for a, b, c in rows)
 

@@ -1,0 +1,28 @@
+"""scripts/gpu_report.py --dry-run: every section runs on the CPU at tiny size and lands in the JSON."""
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def test_dry_run_fills_every_section(tmp_path):
+    p = subprocess.run([sys.executable, str(ROOT / "scripts" / "gpu_report.py"), "--dry-run", "--agreement-orfs", "40",
+                        "--e2e-seconds", "0", "--reference-bp", "20000", "--out", str(tmp_path)],
+                       capture_output=True, text=True, timeout=300, cwd=ROOT)
+    assert p.returncode == 0, p.stderr[-2000:]
+    r = json.loads((tmp_path / "gpu_report.json").read_text())
+    assert r["gpu"] == "none (dry run)" and r["genome_orfs"] > 0
+    for stage in ("esm2", "dnabert"):
+        assert r[stage]["tokens_per_second"] > 0
+    for m in ("dnabert", "esm2"):
+        a = r["agreement"][m]
+        # fp32 at the reference engine's 2,048-token batches and at the CPU budget: other batches,
+        # same numbers up to rounding; and one batch embedded twice must be bit-identical.
+        assert a["orfs"] > 0 and a["min_cosine"] > 0.99999
+        assert a["orfs_not_bit_identical_when_repeated"] == 0 and a["max_abs_diff_when_repeated"] == 0.0
+    assert r["agreement"]["chunk_verdict_agreement"] == 1.0
+    assert r["e2e_genome"]["orfs_per_second"] > 0 and r["e2e_reads"]["orfs_per_second"] > 0
+    assert r["reference"]["speedup"] > 0
+    assert "same batch twice" in p.stdout and "speedup vs reference" in p.stdout
