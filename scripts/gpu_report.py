@@ -4,8 +4,8 @@
 Stages alone (ESM-2 3B, DNABERT-S: tokens/s, ORFs/s, MFU against the bf16 matmul peak
 measured here, NVML utilisation), end to end on the C. diphtheriae genome and on 150 bp
 reads, speedup over `--engine reference`, bf16-vs-fp32 agreement, and whether a batch embeds
-bit-identically twice (what `--resume` needs).  Random weights,
-`full` preset.  Writes the figures as JSON (commit, date, GPU) for docs/perf/.
+bit-identically twice (what `--resume` needs).  Random weights, `full` preset.  Writes the
+figures as JSON (commit, date, GPU) for docs/perf/.
 """
 from __future__ import annotations
 
