@@ -19,6 +19,7 @@ from virnucpro.errors import ModelLoadError
 from virnucpro.models import fused
 from virnucpro.models.hub import hf_cache_roots, hf_snapshots
 from virnucpro.models.alibi import PackedLayout, alibi_slopes, packed_alibi_attention
+from virnucpro.models.pooling import segment_sums
 from virnucpro.presets import PRESETS
 from virnucpro.runner import pack  # noqa: F401  (re-exported: tokens -> packed batch)
 
@@ -74,10 +75,7 @@ class DNABERTS(nn.Module):
         """[B, D] float32: per-sequence mean of the last hidden state, summed in fp32."""
         h = self(tokens, cu_seqlens, max_seqlen).float()
         lengths = cu_seqlens.long().diff()
-        seq_id = torch.repeat_interleave(torch.arange(len(lengths), device=h.device), lengths,
-                                         output_size=h.shape[0])
-        sums = h.new_zeros(len(lengths), h.shape[1]).index_add_(0, seq_id, h)
-        return sums / lengths[:, None].float()
+        return segment_sums(h, lengths) / lengths[:, None].float()
 
 
 # ---------------------------------------------------------------- checkpoints

@@ -24,6 +24,7 @@ from virnucpro.errors import ModelLoadError
 from virnucpro.models import fused
 from virnucpro.models.hub import hf_cache_roots, hf_snapshots
 from virnucpro.models.attention import packed_attention, token_index, uses_varlen
+from virnucpro.models.pooling import segment_sums
 from virnucpro.presets import PRESETS
 from virnucpro.runner import pack  # noqa: F401  (part of this module's API)
 
@@ -153,8 +154,7 @@ class ESM2(nn.Module):
         cu = cu_seqlens.long()
         lengths = cu[1:] - cu[:-1]
         special = (pos == 0) | (pos == lengths[seq] - 1)
-        sums = hidden.new_zeros(lengths.numel(), hidden.shape[1])
-        sums.index_add_(0, seq, hidden.masked_fill(special[:, None], 0.0))
+        sums = segment_sums(hidden.masked_fill(special[:, None], 0.0), lengths)
         return sums / (lengths - 2).clamp(min=1)[:, None].float()
 
     @torch.no_grad()
