@@ -226,8 +226,8 @@ def main(argv=None) -> int:
             ref.batch_tokens = embed.auto_token_budget(ref.model, dev)
             fast_emb = ref.embed(seqs)
             cos = cosine_rows(fast_emb, ref_emb)
-            # --resume promises bit-identical scores, which needs a batch to embed the same twice;
-            # on a GPU, pooling's index_add_ uses atomics (docs/RELIABILITY.md).
+            # --resume promises bit-identical scores, which needs every GPU kernel to give a batch
+            # the same bits twice (docs/RELIABILITY.md).
             again = ref.embed(seqs)
             agree[name] = {"min_cosine": float(cos.min()), "mean_cosine": float(cos.mean()),
                            "orfs_below_0.999": int((cos < 0.999).sum()), "orfs": len(seqs),
