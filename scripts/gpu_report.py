@@ -3,9 +3,9 @@
 
 Stages alone (ESM-2 3B, DNABERT-S: tokens/s, ORFs/s, MFU against the bf16 matmul peak
 measured here, NVML utilisation), end to end on the C. diphtheriae genome and on 150 bp
-reads, speedup over `--engine reference`, bf16-vs-fp32 agreement, and whether a batch embeds
-bit-identically twice (what `--resume` needs).  Random weights, `full` preset.  Writes the
-figures as JSON (commit, date, GPU) for docs/perf/.
+reads, speedup over `--engine reference`, bf16-vs-fp32 agreement, whether a batch embeds
+bit-identically twice, and whether `--resume` after a kill reproduces an uninterrupted run.
+Random weights, `full` preset.  Writes the figures as JSON (commit, date, GPU) for docs/perf/.
 """
 from __future__ import annotations
 
@@ -14,6 +14,7 @@ import datetime
 import json
 import os
 import platform
+import subprocess
 import sys
 import tempfile
 import time
@@ -26,7 +27,7 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 from benchmarks import common  # noqa: E402
-from virnucpro import embed, perf, pipeline  # noqa: E402
+from virnucpro import embed, faults, perf, pipeline  # noqa: E402
 from virnucpro.models import alibi, fused  # noqa: E402
 from virnucpro.fasta import read_fasta  # noqa: E402
 from virnucpro.outputs import chunk_verdicts, package_commit  # noqa: E402
@@ -129,6 +130,44 @@ def end_to_end(paths, models, opts, label, min_seconds=0.0, monitored=True):
     return d
 
 
+# What --resume promises byte-identical (docs/RELIABILITY.md), per input.
+RESUME_FILES = ("prediction_results.txt", "prediction_results_highestscore.csv", "contig_summary.tsv",
+                "skipped.tsv", "intermediate/orfs.faa", "intermediate/features.npy")
+
+
+def resume_check(path: Path, dev: torch.device, ranges: int = 5, saved: int = 2) -> dict:
+    """`predict` as a user runs it (one process each): uninterrupted, then killed with SIGKILL
+    after `saved` of `ranges` checkpointed ranges and resumed.  Which promised files differ?"""
+    data = pipeline.InputData(path, read_fasta(path)[0], [])
+    pipeline.prepare(data, 500, pipeline.StageClock())
+    every = -(-len(data.orfs) // ranges)
+    root = Path(tempfile.mkdtemp(prefix="virnucpro-resume-"))
+    cmd = [sys.executable, "-m", "virnucpro", "predict", str(path), "-l", "500", "--random-weights", "--preset",
+           PRESET, "--device", dev.type, "--no-progress", "--keep-intermediate", "--checkpoint-every", str(every)]
+
+    def run(out, *extra, fault=""):
+        env = {**os.environ, faults.ENV: fault}  # an empty value injects nothing
+        p = subprocess.run([*cmd, "-o", str(root / out), *extra], env=env, cwd=ROOT, capture_output=True, text=True)
+        return p.returncode, p.stderr[-500:]
+
+    # The ESM-2 step of range saved+1 is the kill point: its DNABERT-S rows are lost with it.
+    runs = {"uninterrupted": run("whole"), "killed": run("resumed", fault=f"esm2:{saved + 1}"),
+            "resumed": run("resumed", "--resume")}
+    d = {"input": path.name, "orfs": len(data.orfs), "ranges": ranges,
+         "return_codes": {k: rc for k, (rc, _) in runs.items()}}
+    if [rc for rc, _ in runs.values()] != [0, -9, 0]:
+        d["error"] = {k: err for k, (rc, err) in runs.items()}
+        return d
+    stem = pipeline.output_stem(path)
+    a, b = root / "whole" / stem, root / "resumed" / stem
+    d["reused_ranges"] = json.loads((b / "run.json").read_text())["checkpoint"]["reused"]
+    d["files_differing"] = [f for f in RESUME_FILES if (a / f).read_bytes() != (b / f).read_bytes()]
+    fa, fb = np.load(a / "intermediate" / "features.npy"), np.load(b / "intermediate" / "features.npy")
+    d["feature_rows_differing"] = int((fa != fb).any(axis=1).sum())
+    log(f"resume: {json.dumps(d)}")
+    return d
+
+
 def repeated_genome(root: Path):
     """The chromosome again and again, one file per copy (records renamed so ids stay unique)."""
     w = common.workload(PROFILE)
@@ -146,7 +185,7 @@ def main(argv=None) -> int:
     ap.add_argument("--e2e-seconds", type=float, default=120, help="repeat the genome until the run lasts this long")
     ap.add_argument("--agreement-orfs", type=int, default=1000)
     ap.add_argument("--reference-bp", type=int, default=400_000, help="size of the reference-engine comparison")
-    ap.add_argument("--skip", nargs="*", default=[], choices=["stages", "agreement", "e2e", "reference"])
+    ap.add_argument("--skip", nargs="*", default=[], choices=["stages", "agreement", "resume", "e2e", "reference"])
     ap.add_argument("--unfused-variant", action="store_true",
                     help="also time both stages with the elementwise fusions off (VIRNUCPRO_FUSED=0)")
     ap.add_argument("--flex-block-variant", type=int, nargs="*", default=[], metavar="N",
@@ -251,6 +290,10 @@ def main(argv=None) -> int:
         log(f"agreement: {json.dumps(agree)}")
 
     save(report, args.out)
+    if "resume" not in args.skip:
+        report["resume"] = resume_check(Path(w["files"][0]), dev)
+
+    save(report, args.out)
     opts = common.pipeline_options("fast", PROFILE)
     if "e2e" not in args.skip:
         models = pipeline.load_models(opts)
@@ -325,6 +368,12 @@ def table(r: dict) -> str:
             rows.append(("same batch twice", ", ".join(
                 f"{m}: {a[m]['orfs_not_bit_identical_when_repeated']} of {a[m]['orfs']} ORFs differ "
                 f"(max {a[m]['max_abs_diff_when_repeated']:.2g})" for m in ("dnabert", "esm2")), "0 for --resume"))
+    if "resume" in r:
+        d = r["resume"]
+        got = (f"failed, return codes {d['return_codes']}" if "error" in d else
+               f"{d['reused_ranges']} of {d['ranges']} ranges reused; differing: {d['files_differing'] or 'none'}, "
+               f"{d['feature_rows_differing']} feature rows")
+        rows.append(("resume after SIGKILL", got, "byte-identical"))
     w = max(len(a) for a, _, _ in rows)
     return "\n".join(f"{a:<{w}}  {b}  [{c}]" for a, b, c in rows)
 

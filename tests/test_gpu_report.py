@@ -23,6 +23,9 @@ def test_dry_run_fills_every_section(tmp_path):
         assert a["orfs"] > 0 and a["min_cosine"] > 0.99999
         assert a["orfs_not_bit_identical_when_repeated"] == 0 and a["max_abs_diff_when_repeated"] == 0.0
     assert r["agreement"]["chunk_verdict_agreement"] == 1.0
+    resume = r["resume"]
+    assert resume["return_codes"] == {"uninterrupted": 0, "killed": -9, "resumed": 0}
+    assert resume["reused_ranges"] == 2 and resume["files_differing"] == [] and resume["feature_rows_differing"] == 0
     assert r["e2e_genome"]["orfs_per_second"] > 0 and r["e2e_reads"]["orfs_per_second"] > 0
     assert r["reference"]["speedup"] > 0
-    assert "same batch twice" in p.stdout and "speedup vs reference" in p.stdout
+    assert all(row in p.stdout for row in ("same batch twice", "resume after SIGKILL", "speedup vs reference"))
