@@ -142,6 +142,7 @@ class ESM2(nn.Module):
         masked = tokens == MASK
         x = x.masked_fill(masked[:, None], 0.0)
         cu = cu_seqlens.long()
+        # Sums of 0s and 1s: exact in any order, so index_add_'s atomics cannot move them.
         n_masked = torch.zeros(cu.numel() - 1, device=x.device).index_add_(0, seq, masked.float())
         observed = n_masked / (cu[1:] - cu[:-1])  # counted in fp32: bf16 cannot hold lengths above 256
         return x * (1 - MASK_RATIO_TRAIN) / (1 - observed).to(x.dtype)[seq, None]

@@ -3,8 +3,8 @@
 `index_add_` gives the same sums, but on a GPU it adds with atomics in no fixed order: the
 same batch could pool to other last bits from one run to the next, and a resumed run would
 not reproduce an uninterrupted one (docs/RELIABILITY.md).  `segment_reduce` adds each
-sequence's rows in token order, one thread per feature on a GPU; on the CPU its bits are
-exactly index_add_'s.
+sequence's rows in token order (on a GPU, one thread per sequence and feature); on the CPU
+its bits are exactly index_add_'s.
 """
 from __future__ import annotations
 
