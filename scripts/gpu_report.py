@@ -130,11 +130,6 @@ def end_to_end(paths, models, opts, label, min_seconds=0.0, monitored=True):
     return d
 
 
-# What --resume promises byte-identical (docs/RELIABILITY.md), per input.
-RESUME_FILES = ("prediction_results.txt", "prediction_results_highestscore.csv", "contig_summary.tsv",
-                "skipped.tsv", "intermediate/orfs.faa", "intermediate/features.npy")
-
-
 def resume_check(path: Path, dev: torch.device, ranges: int = 5, saved: int = 2) -> dict:
     """`predict` as a user runs it (one process each): uninterrupted, then killed with SIGKILL
     after `saved` of `ranges` checkpointed ranges and resumed.  Which promised files differ?"""
@@ -161,7 +156,11 @@ def resume_check(path: Path, dev: torch.device, ranges: int = 5, saved: int = 2)
     stem = pipeline.output_stem(path)
     a, b = root / "whole" / stem, root / "resumed" / stem
     d["reused_ranges"] = json.loads((b / "run.json").read_text())["checkpoint"]["reused"]
-    d["files_differing"] = [f for f in RESUME_FILES if (a / f).read_bytes() != (b / f).read_bytes()]
+    # --resume promises every result file byte-identical but run.json (docs/RELIABILITY.md).
+    names = sorted({str(p.relative_to(top)) for top in (a, b) for p in top.rglob("*") if p.is_file()} - {"run.json"})
+    d["files_compared"] = len(names)
+    d["files_differing"] = [f for f in names if not ((a / f).is_file() and (b / f).is_file()
+                                                     and (a / f).read_bytes() == (b / f).read_bytes())]
     fa, fb = np.load(a / "intermediate" / "features.npy"), np.load(b / "intermediate" / "features.npy")
     d["feature_rows_differing"] = int((fa != fb).any(axis=1).sum())
     log(f"resume: {json.dumps(d)}")

@@ -26,6 +26,7 @@ def test_dry_run_fills_every_section(tmp_path):
     resume = r["resume"]
     assert resume["return_codes"] == {"uninterrupted": 0, "killed": -9, "resumed": 0}
     assert resume["reused_ranges"] == 2 and resume["files_differing"] == [] and resume["feature_rows_differing"] == 0
+    assert resume["files_compared"] == 8  # four result files and four in intermediate/
     assert r["e2e_genome"]["orfs_per_second"] > 0 and r["e2e_reads"]["orfs_per_second"] > 0
     assert r["reference"]["speedup"] > 0
     assert all(row in p.stdout for row in ("same batch twice", "resume after SIGKILL", "speedup vs reference"))
