@@ -25,7 +25,7 @@ from virnucpro import faults
 from virnucpro.errors import InputError, VirnucproError
 
 DIR = ".virnucpro"
-FORMAT = 1
+FORMAT = 2
 
 
 class OutputError(VirnucproError):
@@ -77,13 +77,21 @@ def digest(fields) -> str:
     return hashlib.sha256(json.dumps(fields, sort_keys=True, default=str).encode()).hexdigest()
 
 
-def ranges(n: int, every: int, world: int) -> list[tuple[int, int]]:
-    """Contiguous ORF ranges of at most `every`, in a multiple of `world` so that every rank
-    gets the same share.  Fixed per input for the whole run (and its resumes): a range is
-    embedded in the same batches whoever computes it, which keeps resumed scores bit-identical."""
+# Ranges come in a multiple of this, so 1, 2, 4 or 8 processes get equal shares; never
+# split below MIN_RANGE ORFs for that, since a range is at least one forward step per model.
+BALANCE, MIN_RANGE = 8, 256
+
+
+def ranges(n: int, every: int) -> list[tuple[int, int]]:
+    """Contiguous ORF ranges of at most `every`, equal in size.  They depend on the input and
+    `every` alone, never on the number of processes: ranks take whole ranges, and a range is
+    embedded in the same batches whoever computes it, so results are bit-identical whatever
+    the world size, and after a resume."""
     if n == 0:
         return []
-    size = -(-n // (world * -(-n // (world * every))))
+    base = -(-n // every)
+    count = max(base, min(BALANCE * -(-base // BALANCE), -(-n // MIN_RANGE)))
+    size = -(-n // count)
     return [(a, min(n, a + size)) for a in range(0, n, size)]
 
 
@@ -195,14 +203,14 @@ class Store:
         return self.manifest["fingerprint"]
 
     def ranges(self, n: int) -> list[tuple[int, int]]:
-        return ranges(n, self.manifest["layout"]["every"], self.manifest["layout"]["world"])
+        return ranges(n, self.manifest["layout"]["every"])
 
-    def pending(self, data, spans) -> list[int] | None:
+    def pending(self, data, spans, keep_features: bool = False) -> list[int] | None:
         """Indices into `spans` still to compute; None once the input's results are written."""
         entry = self.manifest["inputs"].get(data.stem, {})
         if entry.get("done") and (self.out / data.stem).is_dir():
             return None
-        todo = [i for i, (a, b) in enumerate(spans) if self._meta(data, a, b) is None]
+        todo = [i for i, (a, b) in enumerate(spans) if self._read(data, a, b, keep_features) is None]
         self.manifest["inputs"][data.stem] = {"orfs": len(data.orfs), "ranges": len(spans), "done": False}
         self.note(data.stem)
         return todo
@@ -231,21 +239,29 @@ class Store:
         ids = hashlib.sha256("\n".join(o.id for o in data.orfs[a:b]).encode()).hexdigest()
         return {"fingerprint": self.fingerprint, "range": [a, b], "ids": ids}
 
-    def _meta(self, data, a: int, b: int):
-        """The range's metadata if its file is complete and belongs to this run; a damaged or
-        foreign file is removed so that the range gets recomputed."""
+    def _read(self, data, a: int, b: int, keep_features: bool | None = None) -> dict | None:
+        """The range's arrays if its file is whole and belongs to this run, else None; a damaged
+        or foreign file is removed so that the range gets recomputed.  Every array is read in
+        full, so zip's CRC catches a flipped byte anywhere in the file."""
         path = self._path(data.stem, a, b)
         if not path.exists():
             return None
         try:
             with np.load(path, allow_pickle=False) as z:
-                meta = json.loads(str(z["meta"]))
+                ok = json.loads(str(z["meta"])) == self._expect(data, a, b)
+                got = {k: z[k] for k in z.files if k != "meta"} if ok else {}
         except Exception:  # any failure to read means the file cannot be trusted
-            meta = None
-        if meta != self._expect(data, a, b):
+            ok = False
+        if ok:
+            shapes = {"logits": 2, "probs": 2, "features": None}
+            ok = (set(got) - {"features"} == {"logits", "probs"}
+                  and (keep_features is None or ("features" in got) >= keep_features)
+                  and all(k in shapes and v.ndim == 2 and len(v) == b - a and shapes[k] in (None, v.shape[1])
+                          and v.dtype == np.float32 and np.isfinite(v).all() for k, v in got.items()))
+        if not ok:
             path.unlink(missing_ok=True)
             return None
-        return meta
+        return got
 
     def save(self, data, a: int, b: int, pred, keep_features: bool) -> None:
         arrays = {"meta": np.array(json.dumps(self._expect(data, a, b))), "logits": pred.logits, "probs": pred.probs}
@@ -261,17 +277,11 @@ class Store:
         cols = {"logits": [np.empty((0, 2), np.float32)], "probs": [np.empty((0, 2), np.float32)],
                 "features": [np.empty((0, dim if keep_features else 0), np.float32)]}
         for a, b in spans:
-            path = self._path(data.stem, a, b)
-            try:
-                with np.load(path, allow_pickle=False) as z:
-                    ok = json.loads(str(z["meta"])) == self._expect(data, a, b)
-                    got = {k: z[k] for k in cols if k != "features" or keep_features}
-            except Exception:  # as in _meta
-                ok = False
-            if not ok or any(len(v) != b - a for v in got.values()):
-                path.unlink(missing_ok=True)
-                raise VirnucproError(f"checkpoint {path} is missing or damaged; run the same command with "
-                                     "--resume to recompute it")
-            for k, v in got.items():
-                cols[k].append(v)
+            got = self._read(data, a, b, keep_features)
+            if got is None:
+                raise VirnucproError(f"checkpoint {self._path(data.stem, a, b)} is missing or damaged; run the "
+                                     "same command with --resume to recompute it")
+            for k in cols:
+                if k != "features" or keep_features:
+                    cols[k].append(got[k])
         return {k: np.concatenate(v) for k, v in cols.items()}

@@ -227,7 +227,7 @@ def cmd_predict(args) -> int:
         _predict_rank(*job)  # rank 0 holds the session; the launcher stops this rank if rank 0 fails
         return 0
     fields = _fingerprint(args, opts, inputs, embed.resolve_device(opts.device))
-    with checkpoint.Store(out).session(fields, {"every": args.checkpoint_every, "world": world}, args.resume):
+    with checkpoint.Store(out).session(fields, {"every": args.checkpoint_every}, args.resume):
         if ranked is not None or (args.gpus is None and args.cpu_workers is None):
             _predict_rank(*job)
         else:

@@ -18,7 +18,7 @@ from tqdm import tqdm
 
 from virnucpro import checkpoint, embed, faults, parallel
 from virnucpro.chunking import Chunk, chunk_records
-from virnucpro.errors import InputError, ModelLoadError
+from virnucpro.errors import InputError, ModelLoadError, VirnucproError
 from virnucpro.fasta import Record, read_fasta
 from virnucpro.presets import PRESETS
 from virnucpro.translate import ORF, identify_orfs
@@ -168,18 +168,32 @@ def classify(data: InputData, models: Models, progress: bool, clock: StageClock,
 
 def _classify(orfs, models: Models, clock: StageClock, on_dna=None, on_protein=None) -> Prediction:
     with clock("dnabert"):
-        dna = models.dna.embed([o.nucleotide for o in orfs], on_batch=on_dna)
+        dna = _finite(models.dna.embed([o.nucleotide for o in orfs], on_batch=on_dna), "DNABERT-S embeddings", orfs)
     faults.point("dnabert")
     with clock("esm2"):
-        prot = models.protein.embed([o.protein for o in orfs], on_batch=on_protein)
+        prot = _finite(models.protein.embed([o.protein for o in orfs], on_batch=on_protein), "ESM-2 embeddings", orfs)
     faults.point("esm2")
     with clock("merge"):
         features = torch.cat([dna, prot], dim=1)
     with clock("predict"), torch.inference_mode():
         logits = models.classifier(features.to(models.device)).float().cpu() if orfs else torch.empty(0, 2)
+        logits = _finite(logits, "classifier scores", orfs)
         probs = torch.softmax(logits, dim=1)
     faults.point("predict")
     return Prediction(logits.numpy(), probs.numpy(), features.numpy())
+
+
+class NonFiniteError(VirnucproError):
+    """A model gave NaN or infinite values: no verdict can be trusted, so nothing is written."""
+
+
+def _finite(x: torch.Tensor, what: str, orfs) -> torch.Tensor:
+    bad = ~torch.isfinite(x).all(dim=1)
+    if bool(bad.any()):
+        first = orfs[int(bad.nonzero()[0])].id
+        raise NonFiniteError(f"{what} hold NaN or infinite values for {int(bad.sum())} of {len(orfs)} ORFs "
+                             f"(first: {first}); the model weights or the precision are broken, nothing was written")
+    return x
 
 
 def _score_ranges(data: InputData, spans, models: Models, store: checkpoint.Store, progress: bool,
@@ -248,7 +262,7 @@ def _predict_input(data: InputData, clock: StageClock, t0: float, models, store,
     from virnucpro.outputs import chunk_verdicts, write_result_dir
 
     spans = store.ranges(len(data.orfs))
-    todo = parallel.broadcast(store.pending(data, spans) if r.is_main else None, r)
+    todo = parallel.broadcast(store.pending(data, spans, keep_intermediate) if r.is_main else None, r)
     if todo is None:
         return models, (f"{data.path}: finished by an earlier run -> {out / data.stem}" if r.is_main else None)
     if models is None or not persistent:
