@@ -10,6 +10,7 @@ from __future__ import annotations
 import argparse
 import os
 import sys
+import time
 from pathlib import Path
 
 from virnucpro import __version__
@@ -163,6 +164,31 @@ def _predict_worker(*job):
     except VirnucproError as e:
         print(f"virnucpro: error: worker {os.environ.get('RANK')}: {e}", file=sys.stderr)
         sys.exit(_exit_code(e))
+    sys.stderr.flush()
+    os._exit(0)  # its results are saved: the interpreter's teardown would only delay the main process
+
+
+def _rank_from_env():
+    """parallel.rank_from_env without importing torch."""
+    if "RANK" not in os.environ or "WORLD_SIZE" not in os.environ:
+        return None
+    from types import SimpleNamespace
+
+    rank = int(os.environ["RANK"])
+    return SimpleNamespace(rank=rank, world=int(os.environ["WORLD_SIZE"]), is_main=rank == 0)
+
+
+def process_started_unix() -> float | None:
+    """When this process started (Linux: from /proc, to 10 ms), however it was launched: the
+    interpreter's own start-up and imports count towards a run's start-up seconds."""
+    try:
+        with open("/proc/self/stat") as f:
+            ticks = int(f.read().rsplit(")", 1)[1].split()[19])
+        with open("/proc/uptime") as f:
+            uptime = float(f.read().split()[0])
+        return time.time() - (uptime - ticks / os.sysconf("SC_CLK_TCK"))
+    except (OSError, ValueError, IndexError):
+        return None
 
 
 def _fingerprint(args, opts, inputs, device) -> dict:
@@ -185,9 +211,7 @@ def _fingerprint(args, opts, inputs, device) -> dict:
 
 
 def cmd_predict(args) -> int:
-    import torch
-
-    from virnucpro import checkpoint, embed, parallel, pipeline
+    from virnucpro.inputs import read_inputs
     from virnucpro.outputs import package_commit
 
     if args.batch_tokens is not None and args.batch_tokens < 1:
@@ -195,10 +219,16 @@ def cmd_predict(args) -> int:
     if args.checkpoint_every < 1:
         raise InputError(f"--checkpoint-every must be positive, got {args.checkpoint_every}")
     out = Path(args.out)
-    ranked = parallel.rank_from_env()
+    ranked = _rank_from_env()
     if ranked is None or ranked.is_main:
         _check_out(out, args.force, args.resume)
-    inputs = pipeline.read_inputs(args.inputs)  # validate every input before anything is loaded or written
+    # Every input is validated before torch is imported (seconds) and before anything is written.
+    inputs = read_inputs(args.inputs)
+
+    import torch
+
+    from virnucpro import checkpoint, embed, parallel, pipeline
+
     reference = args.engine == "reference"
     opts = pipeline.Options(
         chunk_len=args.chunk_length, classifier=args.classifier, dnabert=args.dnabert, esm=args.esm,
@@ -207,12 +237,12 @@ def cmd_predict(args) -> int:
         dna_batch_tokens=1 if reference else args.batch_tokens,
         esm_batch_tokens=2048 if reference else args.batch_tokens,
         seed=args.seed, progress=not args.no_progress and sys.stderr.isatty(), compile=args.compile)
-    started = getattr(sys.modules.get("__main__"), "STARTED", None)  # set by `python -m virnucpro`
+    started = args.started_unix
     info = {"virnucpro_version": __version__, "commit": package_commit(), "command": sys.argv,
             "started_unix": started,
             "chunk_length": args.chunk_length, "engine": args.engine,
             "random_weights": args.random_weights, "seed": args.seed if args.random_weights else None}
-    job = ([str(p) for p in args.inputs], out, opts, info, args.keep_intermediate, not args.no_persistent_models)
+    job = (inputs, out, opts, info, args.keep_intermediate, not args.no_persistent_models)
     gpus, world = None, ranked.world if ranked is not None else 1
     if ranked is None and args.gpus is not None:
         if args.device == "cpu":
@@ -238,9 +268,23 @@ def cmd_predict(args) -> int:
 
 
 def main(argv: list[str] | None = None) -> int:
+    """argv None: the program itself (console script, `python -m virnucpro`), whose start-up
+    counts from the process start; a list: called from Python, counted from this call."""
+    started = process_started_unix() if argv is None else time.time()
     args = build_parser().parse_args(argv)
+    args.started_unix = started
     try:
         return {"orfs": cmd_orfs, "predict": cmd_predict}[args.command](args)
     except VirnucproError as e:
         print(f"virnucpro: error: {e}", file=sys.stderr)
         return _exit_code(e)
+
+
+def entry() -> None:
+    """The program (console script, `python -m virnucpro`): once the outputs are flushed, exit
+    without the interpreter's teardown (CUDA context, compile workers, module finalisers), which
+    only costs the user seconds after the work is done."""
+    rc = main()
+    sys.stdout.flush()
+    sys.stderr.flush()
+    os._exit(rc)

@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import time
 from concurrent.futures import ThreadPoolExecutor
-from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -17,15 +16,9 @@ import torch
 from tqdm import tqdm
 
 from virnucpro import checkpoint, embed, faults, parallel
-from virnucpro.chunking import Chunk, chunk_records
-from virnucpro.errors import InputError, ModelLoadError, VirnucproError
-from virnucpro.fasta import Record, read_fasta
+from virnucpro.errors import ModelLoadError, VirnucproError
+from virnucpro.inputs import SKIP_EMPTY, SKIP_NO_ORF, InputData, StageClock, output_stem, prepare, read_inputs  # noqa: F401
 from virnucpro.presets import PRESETS
-from virnucpro.translate import ORF, identify_orfs
-
-SKIP_EMPTY = "empty_sequence"
-SKIP_NO_ORF = "no_stop_free_frame"
-
 
 @dataclass
 class Options:
@@ -56,68 +49,10 @@ class Models:
 
 
 @dataclass
-class InputData:
-    path: Path
-    records: list[Record]
-    skipped: list[tuple[str, str]]
-    chunks: list[Chunk] = field(default_factory=list)
-    orfs: list[ORF] = field(default_factory=list)
-
-    @property
-    def stem(self) -> str:
-        return output_stem(self.path)
-
-
-@dataclass
 class Prediction:
     logits: np.ndarray  # [n_orfs, 2]
     probs: np.ndarray   # [n_orfs, 2]
     features: np.ndarray  # [n_orfs, dna_dim + protein_dim]
-
-
-class StageClock:
-    def __init__(self):
-        self.seconds: dict[str, float] = {}
-
-    @contextmanager
-    def __call__(self, stage: str):
-        t0 = time.perf_counter()
-        try:
-            yield
-        finally:
-            self.seconds[stage] = self.seconds.get(stage, 0.0) + time.perf_counter() - t0
-
-
-def output_stem(path: Path) -> str:
-    name = path.name
-    for suffix in (".gz", ".fasta", ".fna", ".fa", ".fas", ".ffn", ".txt"):
-        if name.lower().endswith(suffix) and len(name) > len(suffix):
-            name = name[: -len(suffix)]
-    return name
-
-
-def read_inputs(paths: list[str | Path]) -> list[InputData]:
-    inputs, seen = [], {}
-    for p in paths:
-        path = Path(p)
-        records, skipped = read_fasta(path)
-        data = InputData(path, records, [(rid, SKIP_EMPTY) for rid, _ in skipped])
-        if data.stem in seen:
-            raise InputError(f"{path}: output name '{data.stem}' clashes with input {seen[data.stem]}; rename one")
-        seen[data.stem] = path
-        inputs.append(data)
-    return inputs
-
-
-def prepare(data: InputData, chunk_len: int, clock: StageClock) -> InputData:
-    with clock("chunk"):
-        data.chunks = chunk_records(data.records, chunk_len)
-    faults.point("chunking")
-    with clock("translate"):
-        data.orfs = identify_orfs(data.chunks)
-    with_orf = {o.chunk_id for o in data.orfs}
-    data.skipped += [(c.id, SKIP_NO_ORF) for c in data.chunks if c.id not in with_orf]
-    return data
 
 
 def resolve_precision(precision: str, device: torch.device) -> str:
@@ -224,7 +159,7 @@ def _agree_on_budgets(models: Models, opts: Options, store: checkpoint.Store, r:
         e.batch_tokens = chosen[k]
 
 
-def run(paths: list[str], out: Path, opts: Options, run_info: dict, keep_intermediate: bool = False,
+def run(paths: list, out: Path, opts: Options, run_info: dict, keep_intermediate: bool = False,
         persistent: bool = True, r: parallel.Rank = parallel.Rank()) -> list[str]:
     """Predict every input; called once per rank, while the main process holds the session of
     checkpoint.Store(out) (lock and manifest).  Rank 0 decides which ranges are still to do and
@@ -236,7 +171,8 @@ def run(paths: list[str], out: Path, opts: Options, run_info: dict, keep_interme
     run_info = {**run_info, "startup_seconds": round(time.time() - started, 3) if started else None}
     store = checkpoint.Store(out)
     store.manifest = parallel.broadcast(store.read_manifest() if r.is_main else None, r)
-    inputs = read_inputs(paths)
+    # The command has read and validated the inputs once; a caller may still pass paths.
+    inputs = [p if isinstance(p, InputData) else read_inputs([p])[0] for p in paths]
     clocks = [StageClock() for _ in inputs]
     models, lines = None, []
     # One thread chunks and translates the next input while this one is on the GPU.

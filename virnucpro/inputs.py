@@ -1,0 +1,75 @@
+"""Reading, chunking and translating the inputs: the stages before any model, free of torch so
+that a bad input is refused before the seconds that importing torch takes."""
+from __future__ import annotations
+
+import time
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from virnucpro import faults
+from virnucpro.chunking import Chunk, chunk_records
+from virnucpro.errors import InputError
+from virnucpro.fasta import Record, read_fasta
+from virnucpro.translate import ORF, identify_orfs
+
+SKIP_EMPTY = "empty_sequence"
+SKIP_NO_ORF = "no_stop_free_frame"
+
+
+@dataclass
+class InputData:
+    path: Path
+    records: list[Record]
+    skipped: list[tuple[str, str]]
+    chunks: list[Chunk] = field(default_factory=list)
+    orfs: list[ORF] = field(default_factory=list)
+
+    @property
+    def stem(self) -> str:
+        return output_stem(self.path)
+
+
+class StageClock:
+    def __init__(self):
+        self.seconds: dict[str, float] = {}
+
+    @contextmanager
+    def __call__(self, stage: str):
+        t0 = time.perf_counter()
+        try:
+            yield
+        finally:
+            self.seconds[stage] = self.seconds.get(stage, 0.0) + time.perf_counter() - t0
+
+
+def output_stem(path: Path) -> str:
+    name = path.name
+    for suffix in (".gz", ".fasta", ".fna", ".fa", ".fas", ".ffn", ".txt"):
+        if name.lower().endswith(suffix) and len(name) > len(suffix):
+            name = name[: -len(suffix)]
+    return name
+
+
+def read_inputs(paths: list[str | Path]) -> list[InputData]:
+    inputs, seen = [], {}
+    for p in paths:
+        path = Path(p)
+        records, skipped = read_fasta(path)
+        data = InputData(path, records, [(rid, SKIP_EMPTY) for rid, _ in skipped])
+        if data.stem in seen:
+            raise InputError(f"{path}: output name '{data.stem}' clashes with input {seen[data.stem]}; rename one")
+        seen[data.stem] = path
+        inputs.append(data)
+    return inputs
+
+
+def prepare(data: InputData, chunk_len: int, clock: StageClock) -> InputData:
+    with clock("chunk"):
+        data.chunks = chunk_records(data.records, chunk_len)
+    faults.point("chunking")
+    with clock("translate"):
+        data.orfs = identify_orfs(data.chunks)
+    with_orf = {o.chunk_id for o in data.orfs}
+    data.skipped += [(c.id, SKIP_NO_ORF) for c in data.chunks if c.id not in with_orf]
+    return data
