@@ -29,7 +29,8 @@ class _OneRun:
 
 
 class TimePredict(_OneRun):
-    """Wall time of a whole run over several input files (the genome in parts plus a file of 150 bp reads).
+    """Wall time of a whole run over several input files: metagenome-like assemblies (contigs of
+    1-60 kb, mutated copies of stretches of four real genomes) and a file of 150 bp reads.
     persistent_models=False reloads the models for every input file."""
     params = [common.N_GPUS, [True, False]]
     param_names = ["n_gpus", "persistent_models"]
@@ -41,7 +42,7 @@ class TimePredict(_OneRun):
         common.require_devices(n_gpus)
         self.out = tempfile.mkdtemp(prefix="virnucpro-bench-")
         extra = [] if persistent_models else ["--no-persistent-models"]
-        self.cmd = common.predict_command(common.workload()["files"], self.out, n_gpus, extra)
+        self.cmd = common.predict_command(common.workload()["predict_files"], self.out, n_gpus, extra)
 
     def teardown(self, n_gpus, persistent_models):
         if hasattr(self, "out"):  # setup may have skipped before making it
@@ -49,6 +50,30 @@ class TimePredict(_OneRun):
 
     def time_predict(self, n_gpus, persistent_models):
         common.run(self.cmd, self.timeout)
+
+
+class TrackPredictThroughput(_OneRun):
+    """ORFs per second of time_predict's run, from the first input read to the last result written
+    (run.json): the engine's scaling with n_gpus, apart from the fixed cost that time_startup shows."""
+    params = [common.N_GPUS]
+    param_names = ["n_gpus"]
+    unit = "ORFs/s"
+
+    def setup_cache(self):
+        _warm_up()
+
+    def setup(self, n_gpus):
+        common.require_devices(n_gpus)
+        self.out = tempfile.mkdtemp(prefix="virnucpro-bench-")
+        self.cmd = common.predict_command(common.workload()["predict_files"], self.out, n_gpus)
+
+    def teardown(self, n_gpus):
+        if hasattr(self, "out"):
+            shutil.rmtree(self.out, ignore_errors=True)
+
+    def track_predict_throughput(self, n_gpus):
+        common.run(self.cmd, self.timeout)
+        return common.run_throughput(self.out)
 
 
 class TimeStartup(_OneRun):

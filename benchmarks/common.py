@@ -22,9 +22,10 @@ GENOME = "GCF_001457455.1_NCTC11397_genomic.fna.gz"  # C. diphtheriae NCTC 11397
 # tiny: CPU, tiny preset, a slice of the genome.  full: GPU, the published model sizes, the whole chromosome.
 PROFILES = {
     "tiny": dict(genome_bp=24_000, parts=3, reads=60, reference_bp=6_000, preset="tiny", device="cpu",
-                 chunk_len=500, timeout=600),
+                 chunk_len=500, timeout=600, metagenome_bp=(8_000, 8_000), predict_reads=40),
+    # time_predict's workload: long enough at one GPU that the fixed cost of a run cannot hide scaling
     "full": dict(genome_bp=None, parts=3, reads=2_000, reference_bp=400_000, preset="full", device="cuda",
-                 chunk_len=500, timeout=1800),
+                 chunk_len=500, timeout=1800, metagenome_bp=(10_000_000,) * 4, predict_reads=20_000),
 }
 READ_LEN = 150
 FEW_READS = 10  # a run that is almost all fixed cost (the first 10 reads hold ORFs in both profiles)
@@ -119,8 +120,16 @@ def workload(name: str | None = None) -> dict:
         _write(files[-1], reads)
         _write(few_reads, reads[:FEW_READS])
         _write(reference, [("reference_subset", genome[: p["reference_bp"]])])
+    predict_files = [root / f"metagenome{i + 1}.fna" for i in range(len(p["metagenome_bp"]))]
+    predict_files.append(root / f"reads_{p['predict_reads']}.fna")
+    if not all(f.exists() for f in predict_files):
+        from . import datasets
+
+        for i, bp in enumerate(p["metagenome_bp"]):
+            _write(predict_files[i], datasets.metagenome(bp, seed=i + 1))
+        _write(predict_files[-1], datasets.reads(p["predict_reads"], seed=100))
     return {"files": [str(f) for f in files], "reads_file": str(files[-1]), "reference": str(reference),
-            "few_reads": str(few_reads), "root": root, **p}
+            "few_reads": str(few_reads), "predict_files": [str(f) for f in predict_files], "root": root, **p}
 
 
 def predict_command(inputs, out: str, n_gpus: int, extra=()) -> list:
@@ -141,6 +150,19 @@ def run(cmd, timeout: float) -> None:
     done = subprocess.run(cmd, capture_output=True, text=True, timeout=timeout, env=env)
     if done.returncode != 0:
         raise RuntimeError(f"{' '.join(map(str, cmd))} failed ({done.returncode}): {done.stderr[-2000:]}")
+
+
+def run_throughput(out: str) -> float:
+    """ORFs/s of a finished `predict` from its run.json files: all ORFs over the span from the
+    first input read to the last result written, less the first model load (a fixed cost, which
+    time_startup shows)."""
+    import json
+
+    runs = [json.loads(p.read_text()) for p in Path(out).glob("*/run.json")]
+    first = min(runs, key=lambda r: r["seconds_since_first_input"])
+    load = sum(v for k, v in first["seconds"].items() if k.startswith("load_"))
+    span = max(r["seconds_since_first_input"] for r in runs) - load
+    return sum(r["counts"]["orfs"] for r in runs) / span
 
 
 def pipeline_options(engine: str = "fast", name: str | None = None):

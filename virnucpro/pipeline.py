@@ -176,6 +176,7 @@ def run(paths: list, out: Path, opts: Options, run_info: dict, keep_intermediate
     clocks = [StageClock() for _ in inputs]
     models, lines = None, []
     # One thread chunks and translates the next input while this one is on the GPU.
+    first = time.perf_counter()
     with ThreadPoolExecutor(max_workers=1, thread_name_prefix="virnucpro-prepare") as pool:
         prepared = pool.submit(prepare, inputs[0], opts.chunk_len, clocks[0]) if inputs else None
         for k, data in enumerate(inputs):
@@ -183,16 +184,17 @@ def run(paths: list, out: Path, opts: Options, run_info: dict, keep_intermediate
             prepared.result()
             if k + 1 < len(inputs):
                 prepared = pool.submit(prepare, inputs[k + 1], opts.chunk_len, clocks[k + 1])
-            models, line = _predict_input(data, clocks[k], t0, models, store, opts, run_info, keep_intermediate,
-                                          persistent, r, out)
+            models, line = _predict_input(data, clocks[k], (first, t0), models, store, opts, run_info,
+                                          keep_intermediate, persistent, r, out)
             if line:
                 lines.append(line)
     parallel.barrier(r)
     return lines
 
 
-def _predict_input(data: InputData, clock: StageClock, t0: float, models, store, opts: Options, run_info: dict,
-                   keep_intermediate: bool, persistent: bool, r: parallel.Rank, out: Path):
+def _predict_input(data: InputData, clock: StageClock, started: tuple[float, float], models, store,
+                   opts: Options, run_info: dict, keep_intermediate: bool, persistent: bool, r: parallel.Rank,
+                   out: Path):
     """Score one prepared input (this rank's ranges) and, on rank 0, merge and write its results.
     Returns the models (loaded here if needed) for the next input, and rank 0's summary line."""
     from virnucpro.outputs import chunk_verdicts, write_result_dir
@@ -217,12 +219,15 @@ def _predict_input(data: InputData, clock: StageClock, t0: float, models, store,
         if r.world > 1:
             seconds["per_rank"] = per_rank
         n = len(data.orfs)
+        first, t0 = started  # perf_counter at the first input, and at this one
         info = {**run_info, "device": str(models.device), "weights": models.weights, "world_size": r.world,
                 "persistent_models": persistent,
                 "batch_tokens": {"dnabert": models.dna.batch_tokens, "esm2": models.protein.batch_tokens},
                 "checkpoint": {"ranges": len(spans), "reused": len(spans) - len(todo)},
                 "seconds": {k: (round(v, 4) if isinstance(v, float) else v) for k, v in seconds.items()},
-                "total_seconds": round(time.perf_counter() - t0, 3)}
+                "total_seconds": round(time.perf_counter() - t0, 3),
+                # from the first input's reading (after start-up) to this input's results
+                "seconds_since_first_input": round(time.perf_counter() - first, 3)}
         final = write_result_dir(out, data, pred, info, models.random, keep_intermediate)
         store.finish(data.stem)
         viral = sum(chunk_verdicts(data, pred).values())
