@@ -31,6 +31,7 @@ from virnucpro import embed, faults, perf, pipeline  # noqa: E402
 from virnucpro.models import alibi, fused  # noqa: E402
 from virnucpro.fasta import read_fasta  # noqa: E402
 from virnucpro.outputs import chunk_verdicts, package_commit  # noqa: E402
+from scripts import user_view  # noqa: E402
 
 
 DNABERT_REPEAT = 8  # the genome's ORFs once make a 0.3 s stage: too short to sample utilisation
@@ -156,6 +157,7 @@ def resume_check(path: Path, dev: torch.device, ranges: int = 5, saved: int = 2)
     stem = pipeline.output_stem(path)
     a, b = root / "whole" / stem, root / "resumed" / stem
     d["reused_ranges"] = json.loads((b / "run.json").read_text())["checkpoint"]["reused"]
+    d["ranges"] = json.loads((b / "run.json").read_text())["checkpoint"]["ranges"]
     # --resume promises every result file byte-identical but run.json (docs/RELIABILITY.md).
     names = sorted({str(p.relative_to(top)) for top in (a, b) for p in top.rglob("*") if p.is_file()} - {"run.json"})
     d["files_compared"] = len(names)
@@ -184,7 +186,13 @@ def main(argv=None) -> int:
     ap.add_argument("--e2e-seconds", type=float, default=120, help="repeat the genome until the run lasts this long")
     ap.add_argument("--agreement-orfs", type=int, default=1000)
     ap.add_argument("--reference-bp", type=int, default=400_000, help="size of the reference-engine comparison")
-    ap.add_argument("--skip", nargs="*", default=[], choices=["stages", "agreement", "resume", "e2e", "reference"])
+    sections = ["stages", "agreement", "resume", "e2e", "reference", "user"]
+    ap.add_argument("--skip", nargs="*", default=[], choices=sections)
+    ap.add_argument("--only", nargs="*", choices=sections, help="run only these sections")
+    ap.add_argument("--user-metagenome-bp", type=int, default=24_000_000,
+                    help="size of the user-view section's metagenome-like input")
+    ap.add_argument("--user-reads", type=int, default=50_000, help="150 bp reads in the user-view section")
+    ap.add_argument("--user-no-reference", action="store_true", help="user-view section without the reference CLI run")
     ap.add_argument("--unfused-variant", action="store_true",
                     help="also time both stages with the elementwise fusions off (VIRNUCPRO_FUSED=0)")
     ap.add_argument("--flex-block-variant", type=int, nargs="*", default=[], metavar="N",
@@ -193,6 +201,8 @@ def main(argv=None) -> int:
     ap.add_argument("--dry-run", action="store_true",
                     help="CPU, tiny preset, tiny profile: checks this script, measures nothing worth reporting")
     args = ap.parse_args(argv)
+    if args.only is not None:
+        args.skip = [x for x in sections if x not in args.only]
     global PRESET, PROFILE
     if args.dry_run:
         PRESET, PROFILE = "tiny", "tiny"
@@ -335,12 +345,17 @@ def main(argv=None) -> int:
             f"(first run after a one-size warm-up {report['reference']['speedup_first_run']:.1f}x)")
 
     save(report, args.out)
+    if "user" not in args.skip:
+        report["user"] = user_view.user_view(PRESET, dev.type, records, args.user_metagenome_bp, args.user_reads,
+                                             esm_sample=4000 if dev.type == "cuda" else 40,
+                                             reference=not args.user_no_reference, log=log)
+    save(report, args.out)
     print(table(report))
     return 0
 
 
 def table(r: dict) -> str:
-    rows = [("peak bf16 matmul", f"{r['peak_bf16_flops'] / 1e12:.0f} TFLOP/s", "")]
+    rows = [("peak bf16 matmul", f"{r.get('peak_bf16_flops', float('nan')) / 1e12:.0f} TFLOP/s", "")]
     variants = [("esm2", 0.70), ("esm2_unfused", 0.70), ("esm2_compiled", 0.70), ("dnabert", 0.45),
                 ("dnabert_unfused", 0.45)]
     variants += [(k, 0.45) for k in r if k.startswith("dnabert_flex") and not k.endswith("_kernels")]
@@ -373,6 +388,7 @@ def table(r: dict) -> str:
                f"{d['reused_ranges']} of {d['ranges']} ranges reused; differing: {d['files_differing'] or 'none'}, "
                f"{d['feature_rows_differing']} feature rows")
         rows.append(("resume after SIGKILL", got, "byte-identical"))
+    rows += user_view.rows(r.get("user", {}))
     w = max(len(a) for a, _, _ in rows)
     return "\n".join(f"{a:<{w}}  {b}  [{c}]" for a, b, c in rows)
 

@@ -9,7 +9,8 @@ ROOT = Path(__file__).resolve().parents[1]
 
 def test_dry_run_fills_every_section(tmp_path):
     p = subprocess.run([sys.executable, str(ROOT / "scripts" / "gpu_report.py"), "--dry-run", "--agreement-orfs", "40",
-                        "--e2e-seconds", "0", "--reference-bp", "20000", "--out", str(tmp_path)],
+                        "--e2e-seconds", "0", "--reference-bp", "20000", "--out", str(tmp_path),
+                        "--user-metagenome-bp", "6000", "--user-reads", "30"],
                        capture_output=True, text=True, timeout=300, cwd=ROOT)
     assert p.returncode == 0, p.stderr[-2000:]
     r = json.loads((tmp_path / "gpu_report.json").read_text())
@@ -29,4 +30,14 @@ def test_dry_run_fills_every_section(tmp_path):
     assert resume["files_compared"] == 8  # four result files and four in intermediate/
     assert r["e2e_genome"]["orfs_per_second"] > 0 and r["e2e_reads"]["orfs_per_second"] > 0
     assert r["reference"]["speedup"] > 0
-    assert all(row in p.stdout for row in ("same batch twice", "resume after SIGKILL", "speedup vs reference"))
+    assert all(row in p.stdout for row in ("same batch twice", "resume after SIGKILL", "speedup vs reference",
+                                           "genome, CLI", "10 reads --gpus 1, empty caches", "metagenome-like, CLI"))
+    u = r["user"]
+    for key in ("few_reads_warm", "few_reads_warm_gpus1", "few_reads_fresh_caches_gpus1", "genome_cli",
+                "genome_cli_reference", "metagenome_cli", "reads_cli"):
+        assert u[key]["rc"] == 0 and u[key]["wall_seconds"] > 0, u[key]
+    # the milestones of a spawned run, each measured, in order, and adding up to about the wall time
+    steps = u["few_reads_warm_gpus1"]["milestones"]
+    assert all(v >= 0 for v in steps.values()) and "spawning the worker" in steps and "CUDA context" in steps
+    assert 0.5 * u["few_reads_warm_gpus1"]["wall_seconds"] < sum(steps.values()) < 1.1 * u["few_reads_warm_gpus1"]["wall_seconds"]
+    assert 0 < u["metagenome_cli"]["fraction_of_esm_alone"] and u["genome_cli_speedup"] > 0

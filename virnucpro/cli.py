@@ -13,10 +13,11 @@ import sys
 import time
 from pathlib import Path
 
-from virnucpro import __version__
+from virnucpro import __version__, trace
 from virnucpro.errors import InputError, ModelLoadError, VirnucproError
 
 EXIT_INPUT, EXIT_MODEL, EXIT_FAIL = 2, 3, 1
+_spawned_workers = False
 
 EPILOG = """\
 examples:
@@ -164,8 +165,7 @@ def _predict_worker(*job):
     except VirnucproError as e:
         print(f"virnucpro: error: worker {os.environ.get('RANK')}: {e}", file=sys.stderr)
         sys.exit(_exit_code(e))
-    sys.stderr.flush()
-    os._exit(0)  # its results are saved: the interpreter's teardown would only delay the main process
+    trace.mark("exit")
 
 
 def _rank_from_env():
@@ -176,19 +176,6 @@ def _rank_from_env():
 
     rank = int(os.environ["RANK"])
     return SimpleNamespace(rank=rank, world=int(os.environ["WORLD_SIZE"]), is_main=rank == 0)
-
-
-def process_started_unix() -> float | None:
-    """When this process started (Linux: from /proc, to 10 ms), however it was launched: the
-    interpreter's own start-up and imports count towards a run's start-up seconds."""
-    try:
-        with open("/proc/self/stat") as f:
-            ticks = int(f.read().rsplit(")", 1)[1].split()[19])
-        with open("/proc/uptime") as f:
-            uptime = float(f.read().split()[0])
-        return time.time() - (uptime - ticks / os.sysconf("SC_CLK_TCK"))
-    except (OSError, ValueError, IndexError):
-        return None
 
 
 def _fingerprint(args, opts, inputs, device) -> dict:
@@ -224,10 +211,13 @@ def cmd_predict(args) -> int:
         _check_out(out, args.force, args.resume)
     # Every input is validated before torch is imported (seconds) and before anything is written.
     inputs = read_inputs(args.inputs)
+    trace.mark("inputs_read")
 
     import torch
 
     from virnucpro import checkpoint, embed, parallel, pipeline
+
+    trace.mark("torch_imported")
 
     reference = args.engine == "reference"
     opts = pipeline.Options(
@@ -261,6 +251,8 @@ def cmd_predict(args) -> int:
         if ranked is not None or (args.gpus is None and args.cpu_workers is None):
             _predict_rank(*job)
         else:
+            global _spawned_workers
+            _spawned_workers = True
             parallel.spawn(_predict_worker, job, world, gpus)
     if args.random_weights:
         print("warning: random weights were used; the scores are meaningless", file=sys.stderr)
@@ -270,7 +262,8 @@ def cmd_predict(args) -> int:
 def main(argv: list[str] | None = None) -> int:
     """argv None: the program itself (console script, `python -m virnucpro`), whose start-up
     counts from the process start; a list: called from Python, counted from this call."""
-    started = process_started_unix() if argv is None else time.time()
+    started = trace.process_started_unix() if argv is None else time.time()
+    trace.mark("process_start", started)
     args = build_parser().parse_args(argv)
     args.started_unix = started
     try:
@@ -285,6 +278,9 @@ def entry() -> None:
     without the interpreter's teardown (CUDA context, compile workers, module finalisers), which
     only costs the user seconds after the work is done."""
     rc = main()
+    trace.mark("exit")
+    if _spawned_workers:
+        sys.exit(rc)  # multiprocessing's resource tracker would report its semaphores as leaked
     sys.stdout.flush()
     sys.stderr.flush()
     os._exit(rc)

@@ -19,6 +19,7 @@ import numpy as np
 import torch
 import torch.distributed as dist
 
+from virnucpro import trace
 from virnucpro.errors import InputError, VirnucproError
 
 
@@ -139,6 +140,7 @@ def _die_with_parent(parent: int) -> None:
 
 
 def _spawned(local: int, fn, args, world: int, port: int, gpus: list[int] | None, parent: int):
+    trace.mark("worker_start", trace.process_started_unix())
     _die_with_parent(parent)
     # Pin the worker to its GPU before CUDA starts: it then sees exactly that one device as cuda:0.
     if gpus is not None:

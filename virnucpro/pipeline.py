@@ -15,7 +15,7 @@ import numpy as np
 import torch
 from tqdm import tqdm
 
-from virnucpro import checkpoint, embed, faults, parallel
+from virnucpro import checkpoint, embed, faults, parallel, trace
 from virnucpro.errors import ModelLoadError, VirnucproError
 from virnucpro.inputs import SKIP_EMPTY, SKIP_NO_ORF, InputData, StageClock, output_stem, prepare, read_inputs  # noqa: F401
 from virnucpro.presets import PRESETS
@@ -67,6 +67,9 @@ def load_models(opts: Options) -> Models:
     precision = resolve_precision(opts.precision, device)
     dna_src = f"random:{opts.preset}" if opts.random_weights else opts.dnabert
     esm_src = f"random:{opts.preset}" if opts.random_weights else opts.esm
+    if device.type == "cuda":
+        torch.empty(0, device=device)  # the CUDA context, timed apart from the weights
+    trace.mark("cuda_context")
     with clock("load_dnabert"):
         dna = embed.load_dna_model(dna_src, device, precision, seed=opts.seed, batch_tokens=opts.dna_batch_tokens)
     with clock("load_esm2"):
@@ -88,6 +91,7 @@ def load_models(opts: Options) -> Models:
             f"classifier expects {clf.input_dim}-d features but the embedders give "
             f"{dna.dim} (DNA) + {protein.dim} (protein) = {dna.dim + protein.dim}")
     weights = {"dnabert": dna.info, "esm2": protein.info, "classifier": clf_info, "precision": precision}
+    trace.mark("models_loaded")
     return Models(dna, protein, clf.to(device), weights, opts.random_weights, device, clock.seconds)
 
 
@@ -105,9 +109,11 @@ def _classify(orfs, models: Models, clock: StageClock, on_dna=None, on_protein=N
     with clock("dnabert"):
         dna = _finite(models.dna.embed([o.nucleotide for o in orfs], on_batch=on_dna), "DNABERT-S embeddings", orfs)
     faults.point("dnabert")
+    trace.mark("dnabert_range_done")
     with clock("esm2"):
         prot = _finite(models.protein.embed([o.protein for o in orfs], on_batch=on_protein), "ESM-2 embeddings", orfs)
     faults.point("esm2")
+    trace.mark("esm2_range_done")
     with clock("merge"):
         features = torch.cat([dna, prot], dim=1)
     with clock("predict"), torch.inference_mode():
@@ -166,6 +172,7 @@ def run(paths: list, out: Path, opts: Options, run_info: dict, keep_intermediate
     deals them out, every rank saves what it scores, rank 0 merges the saved ranges and writes
     the results.  Returns, on rank 0, one summary line per input."""
     parallel.init_group(r, opts.device == "cuda" or (opts.device == "auto" and torch.cuda.is_available()))
+    trace.mark("process_group")
     started = run_info.get("started_unix")
     # Interpreter, imports, spawned workers and the process group, before any input is read.
     run_info = {**run_info, "startup_seconds": round(time.time() - started, 3) if started else None}
@@ -229,6 +236,7 @@ def _predict_input(data: InputData, clock: StageClock, started: tuple[float, flo
                 # from the first input's reading (after start-up) to this input's results
                 "seconds_since_first_input": round(time.perf_counter() - first, 3)}
         final = write_result_dir(out, data, pred, info, models.random, keep_intermediate)
+        trace.mark("results_written")
         store.finish(data.stem)
         viral = sum(chunk_verdicts(data, pred).values())
         return models, (f"{data.path}: {len(data.records)} sequences, {len(data.chunks)} chunks, {n} ORFs, "
