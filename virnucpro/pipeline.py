@@ -1,24 +1,26 @@
-"""`predict`: FASTA -> chunks -> ORFs -> DNABERT-S + ESM-2 embeddings -> MLP -> verdicts.
+"""`predict`'s driver: FASTA -> chunks -> ORFs -> DNABERT-S + ESM-2 embeddings -> MLP -> verdicts,
+over ranks, checkpointed ranges and inputs.  It knows the stages (inputs.py, scoring.py) only
+by their functions.
 
-Every input is read and validated before any model loads or anything is written, so
-a bad file costs nothing and leaves OUT untouched.  Models load once per invocation.
-ORFs are scored in fixed ranges, each saved as soon as it is done (see checkpoint.py).
+The command reads and validates every input before any model loads or anything is written,
+so a bad file costs nothing and leaves OUT untouched.  Models load once per invocation, while
+the first input is chunked and translated.  ORFs are scored in fixed ranges, each saved as
+soon as it is done (see checkpoint.py).
 """
 from __future__ import annotations
 
 import time
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 
-import numpy as np
 import torch
-from tqdm import tqdm
 
-from virnucpro import checkpoint, embed, faults, parallel, trace
-from virnucpro.errors import ModelLoadError, VirnucproError
+from virnucpro import checkpoint, embed, faults, parallel, trace  # noqa: F401
 from virnucpro.inputs import SKIP_EMPTY, SKIP_NO_ORF, InputData, StageClock, output_stem, prepare, read_inputs  # noqa: F401
-from virnucpro.presets import PRESETS
+from virnucpro.scoring import (Models, NonFiniteError, Prediction, _bar, _classify, classify, load_models,  # noqa: F401
+                               resolve_precision)
+
 
 @dataclass
 class Options:
@@ -35,106 +37,6 @@ class Options:
     seed: int = 0
     progress: bool = True
     compile: bool = False
-
-
-@dataclass
-class Models:
-    dna: embed.Embedder
-    protein: embed.Embedder
-    classifier: torch.nn.Module
-    weights: dict
-    random: bool
-    device: torch.device
-    seconds: dict = field(default_factory=dict)
-
-
-@dataclass
-class Prediction:
-    logits: np.ndarray  # [n_orfs, 2]
-    probs: np.ndarray   # [n_orfs, 2]
-    features: np.ndarray  # [n_orfs, dna_dim + protein_dim]
-
-
-def resolve_precision(precision: str, device: torch.device) -> str:
-    if precision == "auto":
-        return "bf16" if device.type == "cuda" else "fp32"
-    return precision
-
-
-def load_models(opts: Options) -> Models:
-    clock = StageClock()
-    device = embed.resolve_device(opts.device)
-    precision = resolve_precision(opts.precision, device)
-    dna_src = f"random:{opts.preset}" if opts.random_weights else opts.dnabert
-    esm_src = f"random:{opts.preset}" if opts.random_weights else opts.esm
-    if device.type == "cuda":
-        torch.empty(0, device=device)  # the CUDA context, timed apart from the weights
-    trace.mark("cuda_context")
-    with clock("load_dnabert"):
-        dna = embed.load_dna_model(dna_src, device, precision, seed=opts.seed, batch_tokens=opts.dna_batch_tokens)
-    with clock("load_esm2"):
-        protein = embed.load_protein_model(esm_src, device, precision, seed=opts.seed,
-                                             batch_tokens=opts.esm_batch_tokens, compile=opts.compile)
-    with clock("load_classifier"):
-        if opts.classifier:
-            clf = embed.load_classifier(opts.classifier)
-            clf_info = {"path": str(Path(opts.classifier).resolve())}
-        elif opts.random_weights:
-            shape = PRESETS[opts.preset]["classifier"]
-            clf = embed.random_classifier(dna.dim + protein.dim, shape["hidden_dim"], seed=opts.seed)
-            clf_info = {"random": True, "seed": opts.seed, "preset": opts.preset}
-        else:
-            raise ModelLoadError("no classifier given: pass --classifier 300_model.pth/500_model.pth "
-                                 "(from the original VirNucPro release) or use --random-weights")
-    if clf.input_dim != dna.dim + protein.dim:
-        raise ModelLoadError(
-            f"classifier expects {clf.input_dim}-d features but the embedders give "
-            f"{dna.dim} (DNA) + {protein.dim} (protein) = {dna.dim + protein.dim}")
-    weights = {"dnabert": dna.info, "esm2": protein.info, "classifier": clf_info, "precision": precision}
-    trace.mark("models_loaded")
-    return Models(dna, protein, clf.to(device), weights, opts.random_weights, device, clock.seconds)
-
-
-def _bar(total: int, desc: str, unit: str, enabled: bool):
-    return tqdm(total=total, desc=desc, unit=unit, disable=not enabled, leave=False, dynamic_ncols=True)
-
-
-def classify(data: InputData, models: Models, progress: bool, clock: StageClock, subset=None) -> Prediction:
-    orfs = data.orfs if subset is None else [data.orfs[i] for i in subset]
-    with _bar(len(orfs), "DNABERT-S", "ORF", progress) as dbar, _bar(len(orfs), "ESM-2", "ORF", progress) as pbar:
-        return _classify(orfs, models, clock, dbar.update, pbar.update)
-
-
-def _classify(orfs, models: Models, clock: StageClock, on_dna=None, on_protein=None) -> Prediction:
-    with clock("dnabert"):
-        dna = _finite(models.dna.embed([o.nucleotide for o in orfs], on_batch=on_dna), "DNABERT-S embeddings", orfs)
-    faults.point("dnabert")
-    trace.mark("dnabert_range_done")
-    with clock("esm2"):
-        prot = _finite(models.protein.embed([o.protein for o in orfs], on_batch=on_protein), "ESM-2 embeddings", orfs)
-    faults.point("esm2")
-    trace.mark("esm2_range_done")
-    with clock("merge"):
-        features = torch.cat([dna, prot], dim=1)
-    with clock("predict"), torch.inference_mode():
-        logits = models.classifier(features.to(models.device)).float().cpu() if orfs else torch.empty(0, 2)
-        logits = _finite(logits, "classifier scores", orfs)
-        probs = torch.softmax(logits, dim=1)
-    faults.point("predict")
-    return Prediction(logits.numpy(), probs.numpy(), features.numpy())
-
-
-class NonFiniteError(VirnucproError):
-    """A model gave NaN or infinite values: no verdict can be trusted, so nothing is written."""
-
-
-def _finite(x: torch.Tensor, what: str, orfs) -> torch.Tensor:
-    bad = ~torch.isfinite(x).all(dim=1)
-    if bool(bad.any()):
-        first = orfs[int(bad.nonzero()[0])].id
-        raise NonFiniteError(f"{what} hold NaN or infinite values for {int(bad.sum())} of {len(orfs)} ORFs "
-                             f"(first: {first}); the model weights or the precision are broken, nothing was written")
-    return x
 
 
 def _score_ranges(data: InputData, spans, models: Models, store: checkpoint.Store, progress: bool,
@@ -165,59 +67,85 @@ def _agree_on_budgets(models: Models, opts: Options, store: checkpoint.Store, r:
         e.batch_tokens = chosen[k]
 
 
-def run(paths: list, out: Path, opts: Options, run_info: dict, keep_intermediate: bool = False,
-        persistent: bool = True, r: parallel.Rank = parallel.Rank()) -> list[str]:
-    """Predict every input; called once per rank, while the main process holds the session of
-    checkpoint.Store(out) (lock and manifest).  Rank 0 decides which ranges are still to do and
-    deals them out, every rank saves what it scores, rank 0 merges the saved ranges and writes
-    the results.  Returns, on rank 0, one summary line per input."""
-    parallel.init_group(r, opts.device == "cuda" or (opts.device == "auto" and torch.cuda.is_available()))
-    trace.mark("process_group")
-    started = run_info.get("started_unix")
-    # Interpreter, imports, spawned workers and the process group, before any input is read.
-    run_info = {**run_info, "startup_seconds": round(time.time() - started, 3) if started else None}
-    store = checkpoint.Store(out)
-    store.manifest = parallel.broadcast(store.read_manifest() if r.is_main else None, r)
-    # The command has read and validated the inputs once; a caller may still pass paths.
-    inputs = [p if isinstance(p, InputData) else read_inputs([p])[0] for p in paths]
-    clocks = [StageClock() for _ in inputs]
-    models, lines = None, []
-    # One thread chunks and translates the next input while this one is on the GPU.
-    first = time.perf_counter()
-    with ThreadPoolExecutor(max_workers=1, thread_name_prefix="virnucpro-prepare") as pool:
-        prepared = pool.submit(prepare, inputs[0], opts.chunk_len, clocks[0]) if inputs else None
-        for k, data in enumerate(inputs):
-            t0 = time.perf_counter()
-            prepared.result()
-            if k + 1 < len(inputs):
-                prepared = pool.submit(prepare, inputs[k + 1], opts.chunk_len, clocks[k + 1])
-            models, line = _predict_input(data, clocks[k], (first, t0), models, store, opts, run_info,
-                                          keep_intermediate, persistent, r, out)
-            if line:
-                lines.append(line)
-    parallel.barrier(r)
-    return lines
+class Engine:
+    """A run in this process: its options, its rank and the loaded models, kept across inputs
+    and across calls unless `persistent` is off.  Serves one or many inputs into an OUT whose
+    checkpoint session (lock and manifest) the caller holds, or `predict` opens one.  The CLI
+    (each rank), the asv suite and gpu_report all drive this one path."""
 
+    def __init__(self, opts: Options, rank: parallel.Rank = parallel.Rank(), persistent: bool = True,
+                 models: Models | None = None):
+        self.opts, self.rank, self.persistent, self.models = opts, rank, persistent, models
+        self.history: list[dict] = []  # rank 0: one entry per input written, for benchmarks
 
-def _predict_input(data: InputData, clock: StageClock, started: tuple[float, float], models, store,
-                   opts: Options, run_info: dict, keep_intermediate: bool, persistent: bool, r: parallel.Rank,
-                   out: Path):
-    """Score one prepared input (this rank's ranges) and, on rank 0, merge and write its results.
-    Returns the models (loaded here if needed) for the next input, and rank 0's summary line."""
-    from virnucpro.outputs import chunk_verdicts, write_result_dir
+    def predict(self, paths: list, out: Path, run_info: dict | None = None, keep_intermediate: bool = False,
+                every: int = 4096) -> list[str]:
+        """A fresh run into `out` under its own checkpoint session (single process)."""
+        inputs = [p if isinstance(p, InputData) else read_inputs([p])[0] for p in paths]
+        fields = {"engine": "in-process", "inputs": [d.stem for d in inputs], "t": time.time()}
+        with checkpoint.Store(out).session(fields, {"every": every}, resume=False):
+            return self.run(inputs, out, run_info or {}, keep_intermediate)
 
-    spans = store.ranges(len(data.orfs))
-    todo = parallel.broadcast(store.pending(data, spans, keep_intermediate) if r.is_main else None, r)
-    if todo is None:
-        return models, (f"{data.path}: finished by an earlier run -> {out / data.stem}" if r.is_main else None)
-    if models is None or not persistent:
-        models = None  # drop the old copy before loading the next
-        models = load_models(opts)
-        _agree_on_budgets(models, opts, store, r)
-    mine = [spans[i] for i in todo[r.rank::r.world]]
-    _score_ranges(data, mine, models, store, opts.progress and r.is_main, clock, keep_intermediate, r.is_main)
-    per_rank = parallel.gather(clock.seconds, r)
-    if r.is_main:
+    def run(self, paths: list, out: Path, run_info: dict, keep_intermediate: bool = False) -> list[str]:
+        """Predict every input; called once per rank.  Rank 0 decides which ranges are still to
+        do and deals them out, every rank saves what it scores, rank 0 merges the saved ranges
+        and writes the results.  Returns, on rank 0, one summary line per input."""
+        opts, r = self.opts, self.rank
+        parallel.init_group(r, opts.device == "cuda" or (opts.device == "auto" and torch.cuda.is_available()))
+        trace.mark("process_group")
+        started = run_info.get("started_unix")
+        # Interpreter, imports, spawned workers and the process group, before any input is scored.
+        run_info = {**run_info, "startup_seconds": round(time.time() - started, 3) if started else None}
+        store = checkpoint.Store(out)
+        store.manifest = parallel.broadcast(store.read_manifest() if r.is_main else None, r)
+        # The command has read and validated the inputs once; a caller may still pass paths.
+        inputs = [p if isinstance(p, InputData) else read_inputs([p])[0] for p in paths]
+        clocks = [StageClock() for _ in inputs]
+        lines, first = [], time.perf_counter()
+        # One thread chunks and translates the next input while this one is on the GPU; the
+        # models load while the first one is.
+        with ThreadPoolExecutor(max_workers=1, thread_name_prefix="virnucpro-prepare") as pool:
+            prepared = pool.submit(prepare, inputs[0], opts.chunk_len, clocks[0]) if inputs else None
+            if inputs:
+                self._load(store)
+            for k, data in enumerate(inputs):
+                t0 = time.perf_counter()
+                prepared.result()
+                if k + 1 < len(inputs):
+                    prepared = pool.submit(prepare, inputs[k + 1], opts.chunk_len, clocks[k + 1])
+                line = self._input(data, clocks[k], (first, t0), store, run_info, keep_intermediate, out)
+                if line:
+                    lines.append(line)
+                if not self.persistent:
+                    self.models = None  # each input loads its own, as --no-persistent-models asks
+        parallel.barrier(r)
+        return lines
+
+    def _load(self, store: checkpoint.Store) -> None:
+        if self.models is None:
+            self.models = load_models(self.opts)
+        _agree_on_budgets(self.models, self.opts, store, self.rank)
+
+    def _input(self, data: InputData, clock: StageClock, started: tuple[float, float], store, run_info: dict,
+               keep_intermediate: bool, out: Path):
+        """Score one prepared input (this rank's ranges) and, on rank 0, merge and write its
+        results; returns rank 0's summary line."""
+        from virnucpro.outputs import chunk_verdicts, write_result_dir
+
+        r = self.rank
+        spans = store.ranges(len(data.orfs))
+        todo = parallel.broadcast(store.pending(data, spans, keep_intermediate) if r.is_main else None, r)
+        if todo is None:
+            return f"{data.path}: finished by an earlier run -> {out / data.stem}" if r.is_main else None
+        if self.models is None:
+            self._load(store)
+        models = self.models
+        mine = [spans[i] for i in todo[r.rank::r.world]]
+        _score_ranges(data, mine, models, store, self.opts.progress and r.is_main, clock, keep_intermediate,
+                      r.is_main)
+        per_rank = parallel.gather(clock.seconds, r)
+        if not r.is_main:
+            return None
         with clock("gather"):
             cols = store.load(data, spans, models.dna.dim + models.protein.dim, keep_intermediate)
         faults.point("merge")
@@ -225,20 +153,26 @@ def _predict_input(data: InputData, clock: StageClock, started: tuple[float, flo
         seconds = {**models.seconds, **clock.seconds}
         if r.world > 1:
             seconds["per_rank"] = per_rank
-        n = len(data.orfs)
         first, t0 = started  # perf_counter at the first input, and at this one
         info = {**run_info, "device": str(models.device), "weights": models.weights, "world_size": r.world,
-                "persistent_models": persistent,
+                "persistent_models": self.persistent,
                 "batch_tokens": {"dnabert": models.dna.batch_tokens, "esm2": models.protein.batch_tokens},
                 "checkpoint": {"ranges": len(spans), "reused": len(spans) - len(todo)},
                 "seconds": {k: (round(v, 4) if isinstance(v, float) else v) for k, v in seconds.items()},
                 "total_seconds": round(time.perf_counter() - t0, 3),
-                # from the first input's reading (after start-up) to this input's results
+                # from the first input's scoring (after start-up) to this input's results
                 "seconds_since_first_input": round(time.perf_counter() - first, 3)}
         final = write_result_dir(out, data, pred, info, models.random, keep_intermediate)
         trace.mark("results_written")
         store.finish(data.stem)
         viral = sum(chunk_verdicts(data, pred).values())
-        return models, (f"{data.path}: {len(data.records)} sequences, {len(data.chunks)} chunks, {n} ORFs, "
-                        f"{viral} chunks called viral, {len(data.skipped)} skipped -> {final}")
-    return models, None
+        self.history.append({"stem": data.stem, "orfs": len(data.orfs), "seconds": info["total_seconds"],
+                             "esm_tokens": sum(len(o.protein) + 2 for o in data.orfs), "stage_seconds": clock.seconds})
+        return (f"{data.path}: {len(data.records)} sequences, {len(data.chunks)} chunks, {len(data.orfs)} ORFs, "
+                f"{viral} chunks called viral, {len(data.skipped)} skipped -> {final}")
+
+
+def run(paths: list, out: Path, opts: Options, run_info: dict, keep_intermediate: bool = False,
+        persistent: bool = True, r: parallel.Rank = parallel.Rank()) -> list[str]:
+    """One rank's whole run (see Engine.run)."""
+    return Engine(opts, r, persistent).run(paths, out, run_info, keep_intermediate)
