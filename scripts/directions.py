@@ -35,16 +35,25 @@ def worsening(old: float, new: float, better: str) -> float:
     return (old / new - 1 if new else math.inf) if better == HIGHER else new / old - 1
 
 
-def regressions(values: list, better: str, threshold: float) -> list:
-    """[(index before, index after, value before, best value after)] for each step of `values`
-    (oldest first; None or NaN for missing) that left the series worse, in the original units.
-    The index before is the last point at the old level; the value after is the best one after it."""
+def detect(values: list, better: str, threshold: float):
+    """asv's (latest value, best value, [(index before, index after, value before, best value
+    after)]) for the steps of `values` (oldest first; None or NaN for missing) that left the
+    series worse, in the original units; None when there are none.  The index before is the last
+    point at the old level; the value after is the best one after the step."""
     if better == HIGHER:
         oriented = [1 / v if usable(v) and v > 0 else None for v in values]
     else:
         oriented = [v if usable(v) else None for v in values]
     if sum(v is not None for v in oriented) < 2:
-        return []
-    _, _, jumps = detect_regressions(detect_steps(oriented), threshold)
+        return None
+    last, best, jumps = detect_regressions(detect_steps(oriented), threshold)
+    if not jumps:
+        return None
     back = (lambda v: 1 / v) if better == HIGHER else (lambda v: v)
-    return [(a, b, back(before), back(after)) for a, b, before, after in jumps or []]
+    return back(last), back(best), [(a, b, back(before), back(after)) for a, b, before, after in jumps]
+
+
+def regressions(values: list, better: str, threshold: float) -> list:
+    """The steps of detect(): empty when the series did not get worse."""
+    found = detect(values, better, threshold)
+    return found[2] if found else []
