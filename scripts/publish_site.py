@@ -174,6 +174,13 @@ def measured_values(index: dict, html_dir: Path, local: set) -> dict:
     return {n: {p: sorted(v) for p, v in ps.items()} for n, ps in seen.items()}
 
 
+def drop_unmeasured_rows(html_dir: Path) -> None:
+    """The list view's rows (graphs/**/summary.json) of parameter values never measured there."""
+    for path in (html_dir / "graphs").rglob("summary.json"):
+        rows = read_json(path)
+        path.write_text(json.dumps([r for r in rows if r.get("last_value") is not None], separators=(",", ":")))
+
+
 # (file, asv's text, ours): each must be found exactly once, or asv changed and this must follow.
 PATCHES = [
     ("graphdisplay.js",
@@ -263,6 +270,7 @@ def publish(args) -> dict:
         "measured": measured_values(index, args.html, local_names),
     }
     (args.html / "index.json").write_text(json.dumps(index, separators=(",", ":")))
+    drop_unmeasured_rows(args.html)
     patch(args.html)
     about(args.html, index, local_names, cfg, args.thresholds)
     left = offline_site.vendor(args.html, args.vendor)

@@ -246,7 +246,12 @@ def test_this_machine_is_kept_apart(crafted):
     # parameter values that have no data on the machines drawn are not drawn at first
     assert index["virnucpro"]["measured"]["bench.Stages.track_mfu"] == {"stage": ["'dnabert'", "'esm2'"],
                                                                         "n_gpus": ["1"]}
+    # the list view has no rows for what was never measured (n_gpus=2 here)
+    rows = [r for f in (site / "graphs").rglob("summary.json") for r in json.loads(f.read_text())]
+    assert rows and all(r["last_value"] is not None for r in rows)
+    assert not [r for r in rows if r["pretty_name"].endswith(", 2)")]
     assert "laptop (this machine" in (site / "about.html").read_text()
+    assert "NVIDIA H200" in (site / "about.html").read_text()
     assert "virnucpro.default_machines(state.machine)" in (site / "graphdisplay.js").read_text()
 
 
