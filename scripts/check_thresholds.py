@@ -251,7 +251,7 @@ def regression_checks(runs: list, benchmarks: dict, cfg: dict, limit: float, not
     """`runs`: {name: Series} of each commit, the baseline first and the checked commit last."""
     rows, current, baseline = [], runs[-1], runs[0]
     for name in sorted(current):
-        better = directions.direction(name, benchmarks[name].get("type"), cfg)
+        better = directions.direction(name, benchmarks[name].get("type"), cfg, benchmarks[name].get("unit"))
         if better is None:
             notes.append(f"{name}: no known direction (add it to [regression] in the thresholds), not compared")
             continue

@@ -15,14 +15,17 @@ from asv.step_detect import detect_regressions, detect_steps
 HIGHER, LOWER = "higher", "lower"
 
 
-def direction(name: str, kind: str | None, cfg: dict) -> str | None:
+def direction(name: str, kind: str | None, cfg: dict, unit: str = "") -> str | None:
     """'higher', 'lower' or None (unknown) for benchmark `name` of asv type `kind`, from the
-    [regression] table of benchmarks/thresholds.toml; asv's time and memory types are lower-is-better."""
+    [regression] table of benchmarks/thresholds.toml; asv's time and memory types are
+    lower-is-better, and a rate (a unit per second) higher-is-better unless listed."""
     method = name.split("(", 1)[0].rsplit(".", 1)[-1]
     if method in cfg["regression"]["higher_is_better"]:
         return HIGHER
     if method in cfg["regression"]["lower_is_better"] or kind in ("time", "mem", "peakmem"):
         return LOWER
+    if (unit or "").endswith("/s"):
+        return HIGHER
     return None
 
 

@@ -64,6 +64,18 @@ def gpu_machines(results: Path) -> list:
     return found
 
 
+def off_main(repo: Path, machines: list) -> list:
+    """Commits of result files that are not on branch main: asv publish leaves them out."""
+    missing = []
+    for path in sorted(p for folder in machines for p in folder.glob("*-*.json")):
+        commit = (read_json(path).get("commit_hash") or "") if path.is_file() else ""
+        on_main = subprocess.run(["git", "-C", str(repo), "merge-base", "--is-ancestor", commit, "main"],
+                                 capture_output=True).returncode == 0
+        if commit and not on_main:
+            missing.append(f"{path.parent.name}/{commit[:8]}")
+    return missing
+
+
 def stage(target: Path, benchmarks: Path, machines: list) -> None:
     if target.exists():
         shutil.rmtree(target)
@@ -115,7 +127,7 @@ def find_regressions(index: dict, html_dir: Path, cfg: dict, threshold: float) -
     found = []
     for params, name, path, data in graphs(index, html_dir):
         benchmark = index["benchmarks"][name]
-        better = directions.direction(name, benchmark.get("type"), cfg)
+        better = directions.direction(name, benchmark.get("type"), cfg, benchmark.get("unit"))
         if better is None or not data:
             continue
         for j, entry, _ in entries(benchmark):
@@ -140,7 +152,7 @@ def write_feed(html_dir: Path, index: dict, found: list, cfg: dict) -> None:
     for entry, path, graph_params, j, last, best, jumps in found:
         name = entry.split("(", 1)[0]
         benchmark = index["benchmarks"][name]
-        better = directions.direction(name, benchmark.get("type"), cfg)
+        better = directions.direction(name, benchmark.get("type"), cfg, benchmark.get("unit"))
         unit = benchmark.get("unit", "")
         query = dict(graph_params)
         if j is not None:
@@ -247,6 +259,10 @@ def publish(args) -> dict:
                        if (d / "benchmarks.json").is_file() and (history if d == args.results else local)), None)
     if benchmarks is None:
         raise PublishError(f"no results to publish in {args.results} or {args.local}")
+    unpublished = off_main(args.repo, local)
+    if unpublished:
+        print(f"publish_site: not on branch main, so not published (asv publishes main only): "
+              f"{', '.join(unpublished)}", file=sys.stderr)
     work = args.work
     work.mkdir(parents=True, exist_ok=True)
     stage(work / "all", benchmarks, history + local)
@@ -266,7 +282,7 @@ def publish(args) -> dict:
     index["virnucpro"] = {
         "local_machines": sorted(local_names),
         "higher_is_better": sorted(n for n, b in index["benchmarks"].items()
-                                   if directions.direction(n, b.get("type"), cfg) == directions.HIGHER),
+                                   if directions.direction(n, b.get("type"), cfg, b.get("unit")) == directions.HIGHER),
         "measured": measured_values(index, args.html, local_names),
     }
     (args.html / "index.json").write_text(json.dumps(index, separators=(",", ":")))

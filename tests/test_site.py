@@ -280,3 +280,15 @@ def test_local_asv_config_points_elsewhere(tmp_path):
     assert conf["benchmark_dir"] == str(ROOT / "benchmarks") and conf["repo"] == str(ROOT)
     ignored = subprocess.run(["git", "-C", str(ROOT), "check-ignore", "-q", ".asv/results/laptop/x.json"])
     assert ignored.returncode == 0
+
+
+def test_directions_cover_every_benchmark_of_the_committed_suite():
+    directions = load("directions")
+    cfg = publish_site.tomllib.loads((ROOT / "benchmarks" / "thresholds.toml").read_text())
+    suite = json.loads((ROOT / "results" / "benchmarks.json").read_text())
+    unknown = [n for n, b in suite.items() if isinstance(b, dict)
+               and directions.direction(n, b.get("type"), cfg, b.get("unit")) is None]
+    assert unknown == []
+    assert directions.direction("m.track_new_rate", "track", cfg, "ORFs/s") == directions.HIGHER
+    assert directions.direction("m.track_count", "track", cfg, "unit") is None
+    assert directions.direction("m.time_anything", "time", cfg, "seconds") == directions.LOWER
