@@ -209,6 +209,12 @@ PATCHES = [
      'options.xaxis.tickFormatter = function (v, axis) { return ""; };',
      'options.xaxis.ticks = virnucpro.commit_ticks;\n'
      '                options.xaxis.tickFormatter = function (v, axis) { return ""; };'),
+    # the legend above the plot, in the 48 px asv leaves there, not over the start of the lines
+    ("graphdisplay.js", 'position: "nw",',
+     'position: "nw", container: $("#virnucpro-legend"), noColumns: 4,'),
+    ("index.html", '<div id="graph">',
+     '<div id="graph">\n          <div id="virnucpro-legend" style="position: absolute; top: 0; left: 60px; right: 0; '
+     'height: 46px; overflow-y: auto; font-size: 12px"></div>'),
     ("summarylist.js", "if (change > 5) {", "var worse = virnucpro.worse(row.name, change);\n"
                                                "                if (worse > 5) {"),
     ("summarylist.js", "else if (change < -5) {", "else if (worse < -5) {"),
