@@ -292,3 +292,15 @@ def test_directions_cover_every_benchmark_of_the_committed_suite():
     assert directions.direction("m.track_new_rate", "track", cfg, "ORFs/s") == directions.HIGHER
     assert directions.direction("m.track_count", "track", cfg, "unit") is None
     assert directions.direction("m.time_anything", "time", cfg, "seconds") == directions.LOWER
+
+
+def test_the_committed_history_is_of_commits_on_main_with_its_software_recorded():
+    files = [p for p in (ROOT / "results").glob("h200-*/*.json") if p.name != "machine.json"]
+    assert files
+    for path in files:
+        commit = json.loads(path.read_text())["commit_hash"]
+        on_main = subprocess.run(["git", "-C", str(ROOT), "merge-base", "--is-ancestor", commit, "main"])
+        assert on_main.returncode == 0, f"{path.name}: {commit} is not on main"
+    for machine in (ROOT / "results").glob("h200-*/machine.json"):
+        info = json.loads(machine.read_text())
+        assert all(info.get(k) for k in ("gpu", "num_gpus", "driver", "torch", "cuda")), machine
