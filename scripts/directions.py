@@ -33,11 +33,6 @@ def usable(value) -> bool:
     return isinstance(value, (int, float)) and math.isfinite(value)
 
 
-def worsening(old: float, new: float, better: str) -> float:
-    """How much worse `new` is than `old`, as asv's threshold measures it (0.1: 10 % worse)."""
-    return (old / new - 1 if new else math.inf) if better == HIGHER else new / old - 1
-
-
 def detect(values: list, better: str, threshold: float):
     """asv's (latest value, best value, [(index before, index after, value before, best value
     after)]) for the steps of `values` (oldest first; None or NaN for missing) that left the

@@ -23,9 +23,11 @@ import datetime
 import html
 import itertools
 import json
+import math
 import shutil
 import subprocess
 import sys
+import urllib.parse
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
@@ -160,10 +162,10 @@ def write_feed(html_dir: Path, index: dict, found: list, cfg: dict) -> None:
             query.update({f"p-{p}": v for p, v in zip(benchmark["param_names"], values)})
         for rev_a, rev_b, before, after in jumps:
             commits = hashes[str(rev_b)] if rev_a is None else f"{hashes[str(rev_a)]}-{hashes[str(rev_b)]}"
-            link = "index.html#" + name + "?" + "&".join(f"{k}={v}" for k, v in {**query, "commits": commits}.items())
-            worse = directions.worsening(before, after, better)
-            title = f"{worse:.1%} worse ({better} is better): {entry}"
-            summary = (f'<a href="{html.escape(link)}">{worse:.1%} worse</a> in {html.escape(commits)}: '
+            link = f"index.html#{name}?{urllib.parse.urlencode({**query, 'commits': commits})}"
+            change = after / before - 1 if before else math.inf
+            title = f"{change:+.1%} {entry} ({better} is better)"
+            summary = (f'<a href="{html.escape(link)}">{change:+.1%}: a regression</a> in {html.escape(commits)}: '
                        f"{util.human_value(before, unit)} before, {util.human_value(after, unit)} after "
                        f"({unit}, {better} is better).")
             when = datetime.datetime.fromtimestamp(dates[str(rev_b)] / 1000, tz=datetime.timezone.utc)

@@ -202,6 +202,7 @@ def test_regressions_are_found_each_metrics_way_round(crafted):
     feed = (site / "regressions.xml").read_text()
     assert feed.count("<entry>") == len(REGRESSIONS)
     assert "track_throughput('esm2', 1)" in feed and "track_throughput('dnabert', 1)" not in feed
+    assert "-30.0% bench.Stages.track_throughput('esm2', 1) (higher is better)" in feed
     # where the throughput fell: from the commit before the step (index 4) to the step (index 5)
     (regression,) = [r for r in json.loads((site / "regressions.json").read_text())["regressions"]
                      if r[0].startswith("bench.Stages.track_throughput('esm2'")]
@@ -304,3 +305,12 @@ def test_the_committed_history_is_of_commits_on_main_with_its_software_recorded(
     for machine in (ROOT / "results").glob("h200-*/machine.json"):
         info = json.loads(machine.read_text())
         assert all(info.get(k) for k in ("gpu", "num_gpus", "driver", "torch", "cuda")), machine
+
+
+def test_run_history_adds_the_software_to_machine_json(tmp_path):
+    folder = tmp_path / "h200-x9"
+    folder.mkdir()
+    (folder / "machine.json").write_text(json.dumps({"machine": "h200-x9", "gpu": "NVIDIA H200", "version": 1}))
+    run_history.record_software(tmp_path, "h200-x9", {"torch": "2.11.0+cu130", "cuda": "13.0", "driver": ""})
+    info = json.loads((folder / "machine.json").read_text())
+    assert info == {"machine": "h200-x9", "gpu": "NVIDIA H200", "version": 1, "torch": "2.11.0+cu130", "cuda": "13.0"}
