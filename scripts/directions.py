@@ -4,13 +4,11 @@ asv's detector (asv.step_detect.detect_regressions) only knows "an upward step i
 higher-is-better metric (a rate, MFU, a speedup) is handed to it as its reciprocal, the time per
 item, so that asv's relative threshold keeps its meaning: a rate regresses by more than F when
 the time per item grows by more than F, as a time does. The site (scripts/publish_site.py) and
-`check_thresholds.py --baseline` both call `regressions()`, so the two cannot disagree.
+`check_thresholds.py --baseline` both call `detect()`, so the two cannot disagree.
 """
 from __future__ import annotations
 
 import math
-
-from asv.step_detect import detect_regressions, detect_steps
 
 HIGHER, LOWER = "higher", "lower"
 
@@ -38,6 +36,8 @@ def detect(values: list, better: str, threshold: float):
     after)]) for the steps of `values` (oldest first; None or NaN for missing) that left the
     series worse, in the original units; None when there are none.  The index before is the last
     point at the old level; the value after is the best one after the step."""
+    from asv.step_detect import detect_regressions, detect_steps  # only here: check_thresholds runs without asv
+
     if better == HIGHER:
         oriented = [1 / v if usable(v) and v > 0 else None for v in values]
     else:
