@@ -80,6 +80,8 @@ def off_main(repo: Path, machines: list) -> list:
 
 def stage(target: Path, benchmarks: Path, machines: list) -> None:
     if target.exists():
+        if not (target / "benchmarks.json").is_file():
+            raise PublishError(f"{target} exists and is not a results folder this script staged: not removed")
         shutil.rmtree(target)
     target.mkdir(parents=True)
     shutil.copyfile(benchmarks, target / "benchmarks.json")
