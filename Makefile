@@ -23,17 +23,23 @@ test: venv
 	$(VPY) -m pytest -q
 
 # The whole suite on the current commit (tiny profile on a host without a GPU), the site, the bars.
+# This machine's results go to $(BENCH_RESULTS) (ignored by git): results/ is the GPU hosts' history,
+# written by scripts/run_history.py on a GPU host and committed; the site shows both, apart.
+BENCH_RESULTS ?= .asv/results
 bench: venv
-	$(VPY) scripts/run_history.py HEAD --python $(abspath $(VPY)) --machine $(BENCH_MACHINE) -- --show-stderr
-	$(VPY) -m asv publish
-	$(VPY) scripts/check_thresholds.py --machine $(BENCH_MACHINE) --markdown .asv/thresholds.md
-	@echo "site: $(abspath .asv/html)/index.html  (serve it with: $(VPY) -m asv preview)"
+	$(VPY) scripts/run_history.py HEAD --python $(abspath $(VPY)) --machine $(BENCH_MACHINE) \
+		--results-dir $(BENCH_RESULTS) -- --show-stderr
+	$(VPY) scripts/publish_site.py --local $(BENCH_RESULTS) --html .asv/html
+	$(VPY) scripts/check_thresholds.py --results-dir $(BENCH_RESULTS) --machine $(BENCH_MACHINE) \
+		--markdown .asv/html/thresholds.md
+	@echo "site: $(abspath .asv/html)/index.html  (works offline; or serve it: $(VPY) -m asv preview --html-dir .asv/html)"
 
-# Every benchmark once, nothing saved: for CI.
+# Every benchmark once, nothing saved (asv still writes benchmarks.json: into .asv/, not results/): for CI.
 bench-smoke: venv
 	$(VPY) -m asv machine --yes --machine ci-smoke >/dev/null
-	$(VPY) -m asv check -E existing:$(abspath $(VPY))
-	$(VPY) -m asv run -E existing:$(abspath $(VPY)) --quick --dry-run --show-stderr --machine ci-smoke
+	$(VPY) -m asv --config $$($(VPY) scripts/asv_local_conf.py .asv/smoke-results) check -E existing:$(abspath $(VPY))
+	$(VPY) -m asv --config $$($(VPY) scripts/asv_local_conf.py .asv/smoke-results) run -E existing:$(abspath $(VPY)) \
+		--quick --dry-run --show-stderr --machine ci-smoke
 
 clean:
 	rm -rf $(VENV) .asv build *.egg-info

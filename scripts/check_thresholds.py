@@ -9,11 +9,17 @@ one that raised anything else is null and counts as a failed run.
 Result entries whose benchmark version differs from benchmarks.json measure older code: they are
 ignored with a note, and if every entry of the commit is like that, nothing is checkable (exit 2).
 
+With --baseline, every metric's series from the baseline to the checked commit (the commits on
+main between them that have results, in order) goes through asv's step detection with the
+metric's direction (scripts/directions.py, shared with the site of scripts/publish_site.py):
+a row fails when that finds a step that left the metric worse by more than max_fraction.
+
 Bottleneck shares assume every stage's track_throughput counts the same items (input sequences),
 so a stage's time per item is 1/throughput and its share is that over the sum across stages.
 They are computed at every GPU count measured, and only reported: they never fail the check.
 
-Exit status: 0 every measured check passes; 1 a check fails or a benchmark run failed;
+Exit status: 0 every measured check passes, or nothing was measured on this machine (said so);
+1 a check fails, a required row (--require-gpus) was not measured, or a benchmark run failed;
 2 no results for the machine/commit, an unreadable results or thresholds file, or only stale results.
 """
 from __future__ import annotations
@@ -28,12 +34,18 @@ import sys
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+import directions  # noqa: E402  (scripts/directions.py: shared with the site)
+
 try:
     import tomllib
 except ModuleNotFoundError:  # Python 3.10
     import tomli as tomllib
 
 PASS, FAIL, FAILED_RUN, NOT_MEASURED = "pass", "FAIL", "failed run", "not measured"
+REQUIRED_MISSING = "required, not measured"
+FAILING = (FAIL, FAILED_RUN, REQUIRED_MISSING)
+NOTHING = "nothing measured on this machine"
 MISSING = object()  # no result row at all for these parameters
 
 
@@ -175,7 +187,7 @@ def status_of(*values) -> str | None:
 
 def judged(row: Row, n_gpus: int, require: int) -> Row:
     if row.status == NOT_MEASURED and n_gpus <= require:
-        row.status = FAIL
+        row.status = REQUIRED_MISSING
     return row
 
 
@@ -225,19 +237,21 @@ def utilization_checks(series: dict, cfg: dict, require: int, notes: list) -> li
     return rows
 
 
-def direction(name: str, meta: dict, cfg: dict) -> str | None:
-    method = name.rsplit(".", 1)[-1]
-    if method in cfg["regression"]["higher_is_better"]:
-        return "higher"
-    if method in cfg["regression"]["lower_is_better"] or meta.get("type") in ("time", "mem", "peakmem"):
-        return "lower"
-    return None
+def history(groups: dict, base: str, head: str, repo: str) -> list:
+    """Commit prefixes from `base` to `head`: those on main between them with results, in order;
+    just the two where git does not know the order (or `base` comes after `head`)."""
+    order = [full[:8] for full in reversed((git(repo, "rev-list", "main") or "").split())]
+    order = [p for p in order if p in groups]
+    if base in order and head in order and order.index(base) < order.index(head):
+        return order[order.index(base):order.index(head) + 1]
+    return [base, head]
 
 
-def regression_checks(current: dict, baseline: dict, benchmarks: dict, cfg: dict, limit: float, notes: list) -> list:
-    rows = []
+def regression_checks(runs: list, benchmarks: dict, cfg: dict, limit: float, notes: list) -> list:
+    """`runs`: {name: Series} of each commit, the baseline first and the checked commit last."""
+    rows, current, baseline = [], runs[-1], runs[0]
     for name in sorted(current):
-        better = direction(name, benchmarks[name], cfg)
+        better = directions.direction(name, benchmarks[name].get("type"), cfg, benchmarks[name].get("unit"))
         if better is None:
             notes.append(f"{name}: no known direction (add it to [regression] in the thresholds), not compared")
             continue
@@ -247,11 +261,12 @@ def regression_checks(current: dict, baseline: dict, benchmarks: dict, cfg: dict
             old = baseline[name].values.get(key, MISSING)
             if status_of(new, old) is not None or old == 0:
                 continue
-            change = new / old - 1
-            worse = change if better == "lower" else -change
+            series = [run[name].values.get(key) if name in run else None for run in runs]
+            series = [v if v is not MISSING else None for v in series]
+            found = directions.regressions(series, better, limit)
             label = ", ".join(f"{p}={v}" for p, v in zip(current[name].param_names, key))
-            rows.append(Row("regression", f"{name.rsplit('.', 1)[-1]}({label})", change,
-                            f"{better} is better, worse by <= {limit:.0%}", FAIL if worse > limit else PASS, "change"))
+            rows.append(Row("regression", f"{name.rsplit('.', 1)[-1]}({label})", new / old - 1,
+                            f"{better} is better, worse by <= {limit:.0%}", FAIL if found else PASS, "change"))
     return rows
 
 
@@ -309,24 +324,48 @@ def markdown(report: dict) -> str:
                   f"{'; '.join(b['flags'])} |" for b in report["bottleneck"]]
     else:
         lines.append("No track_throughput results.")
+    if report["amdahl"]:
+        bound = report["amdahl"]
+        lines += ["", f"Amdahl bound on time_predict speedup (time_startup is {bound['serial_fraction']:.1%} of "
+                  "time_predict on 1 GPU): " + ", ".join(f"{n} GPUs {v:.2f}x" for n, v in bound["bound"].items())]
     if report["notes"]:
         lines += ["", "## Notes", ""] + [f"- {n}" for n in report["notes"]]
     lines += ["", f"Result: {report['result']}"]
     return "\n".join(lines) + "\n"
 
 
-def plot(curves: dict, minimum: dict, path: str) -> None:
+def amdahl(series: dict, cfg: dict, notes: list) -> dict | None:
+    """Amdahl's bound on the speedup of time_predict: the fixed cost of a run (time_startup on one
+    GPU) does not shrink with more GPUs, so speedup(n) <= 1 / (s + (1 - s) / n), s = startup / total."""
+    startup = lookup(find(series, "time_startup", notes), n_gpus=1)
+    total = lookup(find(series, "time_predict", notes), n_gpus=1, persistent_models=True)
+    if status_of(startup, total) is not None or not 0 < startup <= total:
+        return None
+    s = startup / total
+    return {"serial_fraction": s, "bound": {n: 1 / (s + (1 - s) / n) for n in sorted({1, *cfg["speedup"]})}}
+
+
+def plot(curves: dict, minimum: dict, path: str, bound: dict | None = None) -> None:
     import matplotlib
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
     fig, ax = plt.subplots(figsize=(6, 4.5))
     top = max([1, *minimum, *(n for c in curves.values() for n in c)])
-    ax.plot([1, top], [1, top], "k--", label="ideal")
+    ax.plot([1, top], [1, top], "k--", label="ideal (linear)")
+    if bound:
+        ns = list(range(1, top + 1))
+        s = bound["serial_fraction"]
+        ax.plot(ns, [1 / (s + (1 - s) / n) for n in ns], ":", color="tab:gray",
+                label=f"Amdahl bound, time_startup = {s:.0%} of time_predict on 1 GPU")
     ax.plot(sorted(minimum), [minimum[n] for n in sorted(minimum)], "rx", label="threshold")
     for label, points in curves.items():
-        ns = [1, *sorted(points)]
-        ax.plot(ns, [1.0, *(points[n] for n in ns[1:])], "o-", label=label)
+        if points:  # only counts that were measured: nothing is drawn between guesses
+            ns = [1, *sorted(points)]
+            ax.plot(ns, [1.0, *(points[n] for n in ns[1:])], "o-", label=f"{label} (measured)")
+    if not any(curves.values()):
+        ax.text(0.5, 0.02, "no multi-GPU speedup measured on this machine", transform=ax.transAxes,
+                ha="center", fontsize="small")
     ax.set(xlabel="GPUs", ylabel="speedup over 1 GPU", xticks=sorted({1, *minimum}), yticks=sorted({1, *minimum}))
     ax.legend(fontsize="small")
     fig.tight_layout()
@@ -378,15 +417,20 @@ def check(args) -> tuple[int, dict, dict]:
     baseline = None
     if args.baseline is not None:
         base_prefix = select_commit(groups, args.baseline, args.repo, notes)
-        base_info, base_series = load_run(groups[base_prefix], benchmarks, notes)
+        base_info, _ = load_run(groups[base_prefix], benchmarks, notes)
         baseline = base_info["commit"]
         limit = args.max_regression if args.max_regression is not None else float(cfg["regression"]["max_fraction"])
-        rows += regression_checks(series, base_series, benchmarks, cfg, limit, notes)
+        commits = history(groups, base_prefix, prefix, args.repo)
+        runs = [load_run(groups[p], benchmarks, notes)[1] for p in commits[:-1]] + [series]
+        rows += regression_checks(runs, benchmarks, cfg, limit, notes)
     failed = failed_runs(series)
-    bad = failed or any(r.status in (FAIL, FAILED_RUN) for r in rows)
+    bad = failed or any(r.status in FAILING for r in rows)
+    measured = failed or any(r.status != NOT_MEASURED for r in rows)
+    result = "FAIL" if bad else "pass" if measured else NOTHING
     report = {"machine": args.machine, "commit": info["commit"], "date": info["date"], "baseline": baseline,
               "rows": rows, "failed_runs": failed, "bottleneck": bottleneck(series, cfg, notes),
-              "notes": list(dict.fromkeys(notes)), "result": "FAIL" if bad else "pass", "thresholds": cfg}
+              "notes": list(dict.fromkeys(notes)), "result": result, "thresholds": cfg,
+              "amdahl": amdahl(series, cfg, notes)}
     return (1 if bad else 0), report, curves
 
 
@@ -426,7 +470,7 @@ def main(argv=None) -> int:
         data = dict(report, rows=[asdict(r) for r in report["rows"]], exit_status=code)
         Path(args.json).write_text(json.dumps(strict(data), indent=2, allow_nan=False) + "\n")
     if args.plot:
-        plot(curves, report["thresholds"]["speedup"], args.plot)
+        plot(curves, report["thresholds"]["speedup"], args.plot, report["amdahl"])
     return code
 
 

@@ -1,23 +1,27 @@
 #!/usr/bin/env python3
-"""Make the site of `asv publish` work without internet access.
+"""Make a site of `asv publish` work without internet access.
 
-asv's pages load jQuery, flot, bootstrap and a few plugins from public CDNs; on an offline
-GPU cluster (or a sandbox) the page then shows only "Can not determine continental origin
-of swallow".  This copies the same libraries from an npm install into the site and points
-the pages at the copies:
+asv's pages load jQuery, flot, bootstrap and a few plugins from public CDNs; on an offline GPU
+cluster (or a sandbox) the page then shows only "Can not determine continental origin of
+swallow".  This installs the same libraries from the npm registry, at the versions pinned in
+scripts/site/package-lock.json, into a cache folder (once: `npm ci` runs again only when the
+lock file changes), copies them into the site's vendor/ and points the pages at the copies.
+Running it again on the same site changes nothing.  scripts/publish_site.py calls it; alone:
 
-    npm install --prefix .asv/vendor jquery@3.3.1 flot@0.8.3 flot-orderbars@1.0.0 \\
-        stupid-table-plugin blueimp-md5@2.19.0 bootstrap@3.1.1
-    python scripts/offline_site.py .asv/html --node-modules .asv/vendor/node_modules
+    python scripts/offline_site.py .asv/html [--cache .asv/vendor]
 """
 from __future__ import annotations
 
 import argparse
+import filecmp
 import re
 import shutil
+import subprocess
 import sys
 from pathlib import Path
 
+ROOT = Path(__file__).resolve().parents[1]
+LOCK = ROOT / "scripts" / "site"
 # CDN file name -> path inside node_modules
 LIBRARIES = {
     "jquery-3.3.1.min.js": "jquery/dist/jquery.min.js",
@@ -31,26 +35,51 @@ LIBRARIES = {
     "bootstrap.min.js": "bootstrap/dist/js/bootstrap.min.js",
     "bootstrap.min.css": "bootstrap/dist/css/bootstrap.min.css",
 }
-CDN = re.compile(r'(src|href)="https://[^"]*/([^/"]+\.(?:js|css))"')
+FONTS = "bootstrap/dist/fonts"  # bootstrap.min.css asks for ../fonts/glyphicons-*
+CDN = re.compile(r'(src|href)="https?://[^"]*/([^/"]+\.(?:js|css))"')
 TAG = re.compile(r"<(?:script|link)\b[^>]*>")
 # The local copies are other builds of the same versions, so the CDN's integrity hashes cannot match.
 INTEGRITY = re.compile(r'\s(?:integrity|crossorigin|referrerpolicy)(?:="[^"]*")?')
 
 
-def main(argv=None) -> int:
-    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("html_dir", type=Path)
-    ap.add_argument("--node-modules", type=Path, required=True)
-    args = ap.parse_args(argv)
-    vendor = args.html_dir / "vendor"
-    vendor.mkdir(exist_ok=True)
-    missing = [p for p in LIBRARIES.values() if not (args.node_modules / p).is_file()]
+class VendorError(Exception):
+    """The libraries could not be installed or the site is not one of asv's (exit 2)."""
+
+
+def node_modules(cache: Path) -> Path:
+    """The cache's node_modules, installed from the pinned lock file unless it already is."""
+    cache.mkdir(parents=True, exist_ok=True)
+    installed = cache / "node_modules" / ".package-lock.json"
+    current = (cache / "package-lock.json").is_file() and filecmp.cmp(LOCK / "package-lock.json",
+                                                                       cache / "package-lock.json", shallow=False)
+    if not (current and installed.is_file()):
+        for name in ("package.json", "package-lock.json"):
+            shutil.copyfile(LOCK / name, cache / name)
+        npm = shutil.which("npm")
+        if npm is None:
+            raise VendorError("npm not found: the site's JavaScript libraries come from the npm registry "
+                              "(install Node.js with npm)")
+        done = subprocess.run([npm, "ci", "--no-audit", "--no-fund", "--ignore-scripts", "--prefix", str(cache)],
+                              capture_output=True, text=True)
+        if done.returncode != 0:
+            (cache / "package-lock.json").unlink(missing_ok=True)  # so that the next run tries again
+            raise VendorError(f"npm ci in {cache} failed: {done.stderr.strip()[-800:]}")
+    missing = [p for p in LIBRARIES.values() if not (cache / "node_modules" / p).is_file()]
     if missing:
-        print(f"{args.node_modules}: missing {', '.join(missing)} (see the npm install line in --help)",
-              file=sys.stderr)
-        return 2
+        raise VendorError(f"{cache}/node_modules lacks {', '.join(missing)}")
+    return cache / "node_modules"
+
+
+def vendor(html_dir: Path, cache: Path) -> list:
+    """Copy the libraries into html_dir/vendor and rewrite its pages; the external references left."""
+    pages = sorted(html_dir.glob("*.html"))
+    if not (html_dir / "index.html").is_file():
+        raise VendorError(f"{html_dir}: no index.html (not a site of asv publish)")
+    modules = node_modules(cache)
+    (html_dir / "vendor").mkdir(exist_ok=True)
     for name, src in LIBRARIES.items():
-        shutil.copyfile(args.node_modules / src, vendor / name)
+        shutil.copyfile(modules / src, html_dir / "vendor" / name)
+    shutil.copytree(modules / FONTS, html_dir / "fonts", dirs_exist_ok=True)
 
     def local(tag: re.Match) -> str:
         url = CDN.search(tag.group(0))
@@ -59,12 +88,26 @@ def main(argv=None) -> int:
         text = tag.group(0).replace(url.group(0), f'{url.group(1)}="vendor/{url.group(2)}"')
         return INTEGRITY.sub("", text)
 
-    pages = list(args.html_dir.glob("*.html"))
     for page in pages:
-        page.write_text(TAG.sub(local, page.read_text()))
-    left = [m.group(0) for p in pages for m in CDN.finditer(p.read_text())]
-    print(f"{len(pages)} pages rewritten to vendor/; {len(left)} external references left: {left}")
-    return 0
+        text = page.read_text()
+        new = TAG.sub(local, text)
+        if new != text:
+            page.write_text(new)
+    return [m.group(0) for p in pages for m in CDN.finditer(p.read_text())]
+
+
+def main(argv=None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("html_dir", type=Path)
+    ap.add_argument("--cache", type=Path, default=ROOT / ".asv" / "vendor", help="npm install folder")
+    args = ap.parse_args(argv)
+    try:
+        left = vendor(args.html_dir, args.cache)
+    except VendorError as exc:
+        print(f"offline_site: {exc}", file=sys.stderr)
+        return 2
+    print(f"{args.html_dir}: libraries in vendor/; external references left: {left or 'none'}")
+    return 1 if left else 0
 
 
 if __name__ == "__main__":

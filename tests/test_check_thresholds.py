@@ -30,6 +30,7 @@ STAGES = ["translate", "dnabert", "esm2", "merge", "predict"]
 BASE_RATE = {"translate": 5000.0, "dnabert": 400.0, "esm2": 100.0, "merge": 3000.0, "predict": 8000.0}
 SUITE = {  # method -> (param names, param values, asv type)
     "time_predict": (["n_gpus", "persistent_models"], [GPUS, [True, False]], "time"),
+    "time_startup": (["n_gpus"], [GPUS], "time"),
     "track_throughput": (["stage", "n_gpus"], [STAGES, GPUS], "track"),
     "track_gpu_utilization": (["stage", "n_gpus"], [["dnabert", "esm2"], GPUS], "track"),
     "track_mfu": (["stage", "n_gpus"], [["dnabert", "esm2"], GPUS], "track"),
@@ -42,6 +43,7 @@ def scaled(n):
 
 GOOD = {
     "time_predict": lambda n, persistent: 100.0 / scaled(n) * (1 if persistent else 1.5),
+    "time_startup": lambda n: 10.0,
     "track_throughput": lambda stage, n: BASE_RATE[stage] * scaled(n),
     "track_gpu_utilization": lambda stage, n: 90.0,
     "track_mfu": lambda stage, n: 0.4,
@@ -141,7 +143,7 @@ def test_failed_benchmark_run_exits_1(tmp_path):
 
 
 def test_skipped_rows_are_not_measured_and_pass(tmp_path):
-    few = {m: (lambda fn: lambda *p: math.nan if p[SUITE[m][0].index("n_gpus")] > 2 else fn(*p))(fn)
+    few = {m: (lambda fn, i: lambda *p: math.nan if p[i] > 2 else fn(*p))(fn, SUITE[m][0].index("n_gpus"))
            for m, fn in GOOD.items()}
     write_run(tmp_path / "results", C1, few)
     code, report = check(tmp_path)
@@ -152,8 +154,8 @@ def test_skipped_rows_are_not_measured_and_pass(tmp_path):
 
     code, report = check(tmp_path, "--require-gpus", "4")
     assert code == 1
-    assert status(report, "dnabert throughput scaling, n_gpus=4") == "FAIL"
-    assert status(report, "esm2 GPU utilization, n_gpus=4") == "FAIL"
+    assert status(report, "dnabert throughput scaling, n_gpus=4") == "required, not measured"
+    assert status(report, "esm2 GPU utilization, n_gpus=4") == "required, not measured"
     assert status(report, "dnabert throughput scaling, n_gpus=8") == "not measured"
 
 
@@ -162,7 +164,7 @@ def test_absent_benchmark_is_not_measured_unless_required(tmp_path):
     write_run(tmp_path / "results", C1, values)
     assert check(tmp_path)[0] == 0
     code, report = check(tmp_path, "--require-gpus", "1")
-    assert code == 1 and status(report, "esm2 GPU utilization, n_gpus=1") == "FAIL"
+    assert code == 1 and status(report, "esm2 GPU utilization, n_gpus=1") == "required, not measured"
 
 
 def test_missing_machine_exits_2(tmp_path, capsys):
@@ -365,3 +367,70 @@ def test_several_environments_newest_run_wins(tmp_path):
     assert len(list((tmp_path / "results" / MACHINE).glob("1111*.json"))) == 2
     code, report = check(tmp_path)
     assert code == 0 and status(report, "esm2 GPU utilization, n_gpus=1") == "pass"
+
+
+NOTHING = {m: (lambda *p: math.nan) for m in GOOD}  # a host that can run none of it (no GPU)
+
+
+def test_a_host_that_measured_nothing_says_so_and_exits_0(tmp_path):
+    write_run(tmp_path / "results", C1, NOTHING)
+    proc = subprocess.run([sys.executable, str(SCRIPT), *args(tmp_path)], capture_output=True, text=True)
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    assert proc.stdout.rstrip().endswith("Result: nothing measured on this machine")
+    assert "Result: pass" not in proc.stdout
+
+
+def test_required_but_unmeasured_rows_say_so_and_fail(tmp_path):
+    write_run(tmp_path / "results", C1, NOTHING)
+    proc = subprocess.run([sys.executable, str(SCRIPT), *args(tmp_path, "--require-gpus", "2")],
+                          capture_output=True, text=True)
+    assert proc.returncode == 1, proc.stdout + proc.stderr
+    assert "| time_predict speedup (persistent models), n_gpus=2 | - | >= 1.8x | required, not measured |" \
+        in proc.stdout
+    assert "| esm2 GPU utilization, n_gpus=8 | - | >= 80% | not measured |" in proc.stdout
+    assert proc.stdout.rstrip().endswith("Result: FAIL")
+
+
+def _git_history(repo: Path, n: int) -> list:
+    """n empty commits on branch main of a fresh repository, oldest first."""
+    env = {**os.environ, "GIT_AUTHOR_NAME": "t", "GIT_AUTHOR_EMAIL": "t@t", "GIT_COMMITTER_NAME": "t",
+           "GIT_COMMITTER_EMAIL": "t@t"}
+    subprocess.run(["git", "init", "-q", "-b", "main", str(repo)], check=True)
+    for i in range(n):
+        subprocess.run(["git", "-C", str(repo), "commit", "-q", "--allow-empty", "-m", f"c{i}"], check=True, env=env)
+    return subprocess.run(["git", "-C", str(repo), "rev-list", "--reverse", "main"], capture_output=True,
+                          text=True, check=True).stdout.split()
+
+
+def test_baseline_uses_the_history_between_with_step_detection(tmp_path):
+    """Noise of +-7 % around one level is no regression, though the last point is 14 % below the
+    baseline's; a lasting 20 % drop of throughput is one; a time that halves is an improvement."""
+    commits = _git_history(tmp_path, 6)
+    noise = [1.08, 0.94, 1.06, 0.95, 1.07, 0.93]
+    drop = [1.0, 1.0, 1.0, 0.8, 0.8, 0.78]
+    for i, c in enumerate(commits):
+        write_run(tmp_path / "results", c, date=1_700_000_000_000 + i,
+                  time_predict=lambda n, p, i=i: GOOD["time_predict"](n, p) * (0.5 if i >= 3 else 1.0),
+                  track_throughput=lambda s, n, i=i: BASE_RATE[s] * scaled(n) * (drop if s == "merge" else noise)[i])
+    code, report = check(tmp_path, "--commit", commits[-1], "--baseline", commits[0])
+    rows = {r["metric"]: r for r in report["rows"] if r["check"] == "regression"}
+    assert rows["track_throughput(stage=merge, n_gpus=1)"]["status"] == "FAIL"
+    assert rows["track_throughput(stage=merge, n_gpus=1)"]["value"] == pytest.approx(-0.22)
+    assert rows["track_throughput(stage=esm2, n_gpus=1)"]["status"] == "pass"
+    assert rows["time_predict(n_gpus=1, persistent_models=True)"]["status"] == "pass"
+    assert code == 1
+    # from commit 3 on, the drop lies before the baseline: nothing regressed since
+    code, report = check(tmp_path, "--commit", commits[-1], "--baseline", commits[3])
+    assert all(r["status"] == "pass" for r in report["rows"] if r["check"] == "regression")
+
+
+def test_plot_has_ideal_measured_and_amdahl_bound(tmp_path):
+    write_run(tmp_path / "results", C1, time_startup=lambda n: 20.0)
+    png = tmp_path / "speedup.png"
+    code, report = check(tmp_path, "--plot", str(png))
+    assert code == 0 and png.stat().st_size > 0
+    # time_startup 20 s of time_predict 100 s on 1 GPU: s = 0.2, bound(8) = 1 / (0.2 + 0.8 / 8)
+    assert report["amdahl"]["serial_fraction"] == pytest.approx(0.2)
+    assert report["amdahl"]["bound"]["8"] == pytest.approx(1 / 0.3)
+    text = ct.markdown(ct.check(ct.parse_args(args(tmp_path)))[1])
+    assert "Amdahl bound on time_predict speedup (time_startup is 20.0% of time_predict on 1 GPU)" in text

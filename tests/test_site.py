@@ -1,0 +1,316 @@
+"""scripts/publish_site.py: an offline site of the committed GPU history, this machine apart, and
+regressions that know which way is better, found by asv's step detection (as check_thresholds)."""
+import datetime
+import importlib.util
+import itertools
+import json
+import math
+import os
+import re
+import subprocess
+import sys
+from html.parser import HTMLParser
+from pathlib import Path
+
+import pytest
+
+asv_results = pytest.importorskip("asv.results")
+from asv import util as asv_util  # noqa: E402
+from asv.runner import BenchmarkResult  # noqa: E402
+
+ROOT = Path(__file__).resolve().parents[1]
+SCRIPTS = ROOT / "scripts"
+
+
+def load(name):
+    spec = importlib.util.spec_from_file_location(name, SCRIPTS / f"{name}.py")
+    module = importlib.util.module_from_spec(spec)
+    sys.modules[name] = module
+    spec.loader.exec_module(module)
+    return module
+
+
+publish_site = load("publish_site")
+check_thresholds = load("check_thresholds")
+run_history = load("run_history")
+
+# What a page loads by itself, as opposed to a link a reader may follow.
+LOADS = {"script": ["src"], "img": ["src"], "iframe": ["src"], "embed": ["src"], "source": ["src", "srcset"],
+         "audio": ["src"], "video": ["src", "poster"], "track": ["src"], "object": ["data"], "input": ["src"]}
+LINK_LOADS = {"stylesheet", "icon", "shortcut", "preload", "modulepreload", "prefetch", "manifest"}
+REMOTE = re.compile(r"^\s*(https?:)?//", re.I)
+
+
+class Loads(HTMLParser):
+    def __init__(self):
+        super().__init__()
+        self.refs = []
+
+    def handle_starttag(self, tag, attrs):
+        attrs = dict(attrs)
+        names = LOADS.get(tag, [])
+        if tag == "link" and LINK_LOADS & set((attrs.get("rel") or "").lower().split()):
+            names = ["href"]
+        self.refs += [attrs[n] for n in names if attrs.get(n)]
+        self.refs += re.findall(r"url\(\s*['\"]?([^'\")]+)", attrs.get("style") or "")
+
+
+def loaded_references(site: Path) -> dict:
+    """{file: [references it loads]} of every page and stylesheet of a published site."""
+    found = {}
+    for page in site.rglob("*.html"):
+        parser = Loads()
+        parser.feed(page.read_text())
+        found[page] = parser.refs
+    for sheet in site.rglob("*.css"):
+        text = sheet.read_text()
+        found[sheet] = re.findall(r"url\(\s*['\"]?([^'\")]+)", text) + re.findall(r"@import\s+['\"]([^'\"]+)", text)
+    return found
+
+
+def publish(tmp_path, *extra):
+    site = tmp_path / "html"
+    code = publish_site.main(["--html", str(site), "--work", str(tmp_path / "work"), *extra])
+    return code, site
+
+
+def test_published_committed_history_loads_nothing_from_the_network(tmp_path):
+    code, site = publish(tmp_path, "--local", str(tmp_path / "no-local-results"))
+    assert code == 0
+    refs = loaded_references(site)
+    remote = {str(f.relative_to(site)): r for f, rs in refs.items() for r in rs if REMOTE.match(r)}
+    assert remote == {}
+    local = {(f, r.split("?")[0].split("#")[0]) for f, rs in refs.items() for r in rs if not REMOTE.match(r)}
+    assert not [(str(f), r) for f, r in local if not (f.parent / r).is_file()], "a page loads a file that is not there"
+    index = [r for r in refs[site / "index.html"]]
+    assert "vendor/jquery-3.3.1.min.js" in index and "vendor/jquery.flot.min.js" in index
+    assert "virnucpro.js" in index
+    assert 'href="about.html"' in (site / "index.html").read_text()
+    about = (site / "about.html").read_text()
+    assert 'href="thresholds.toml"' in about and "scripts/run_history.py" in about and "h200-x1" in about
+    assert (site / "thresholds.toml").read_text() == (ROOT / "benchmarks" / "thresholds.toml").read_text()
+    # the committed history's improvements (MFU 0.57 -> 0.70 and the like) are not regressions
+    assert json.loads((site / "regressions.json").read_text()) == {"regressions": []}
+
+    # publishing again gives the same site
+    before = {p: p.read_bytes() for p in site.rglob("*") if p.is_file() and p.suffix in (".html", ".js")}
+    code, _ = publish(tmp_path, "--local", str(tmp_path / "no-local-results"))
+    assert code == 0
+    assert {p: p.read_bytes() for p in before} == before
+
+
+def test_raw_asv_publish_would_load_from_cdns(tmp_path):
+    """The check above can fail: asv's own pages load their libraries from CDNs."""
+    subprocess.run([sys.executable, "-m", "asv", "publish", "--html-dir", str(tmp_path / "raw")], cwd=ROOT,
+                   check=True, capture_output=True)
+    refs = loaded_references(tmp_path / "raw")
+    assert [r for r in refs[tmp_path / "raw" / "index.html"] if REMOTE.match(r)]
+
+
+# A crafted history ------------------------------------------------------------------------------
+
+GPU_MACHINE = {"machine": "gpubox", "gpu": "NVIDIA H200", "num_gpus": "1", "os": "Linux", "arch": "x86_64",
+               "cpu": "16 cores", "num_cpu": "16", "ram": ""}
+SUITE = {  # name -> (param names, param values, asv type, unit)
+    "bench.Stages.track_throughput": (["stage", "n_gpus"], [["dnabert", "esm2"], [1, 2]], "track", "sequences/s"),
+    "bench.Stages.track_mfu": (["stage", "n_gpus"], [["dnabert", "esm2"], [1, 2]], "track", "fraction"),
+    "bench.Predict.time_predict": (["n_gpus", "persistent_models"], [[1, 2], [True, False]], "time", "seconds"),
+    "bench.Stages.track_peak_gpu_memory": ([], [], "track", "bytes"),
+}
+N = 8
+LEVEL = [1.0, 1.02, 0.99, 1.01, 1.0, 0.98, 1.01, 1.0]  # noise of 2 %
+
+
+def step(at, factor):
+    return [LEVEL[i] * (factor if i >= at else 1.0) for i in range(N)]
+
+
+# Known steps, both ways, for each direction; n_gpus=2 is never measured (one GPU).
+HISTORY = {
+    ("bench.Stages.track_throughput", ("esm2", 1)): [100 * v for v in step(5, 0.7)],    # regression
+    ("bench.Stages.track_throughput", ("dnabert", 1)): [400 * v for v in step(3, 1.5)],  # improvement
+    ("bench.Stages.track_mfu", ("esm2", 1)): [0.5 * v for v in step(4, 1.3)],           # improvement
+    ("bench.Stages.track_mfu", ("dnabert", 1)): [0.4 * v for v in step(2, 0.8)],        # regression
+    ("bench.Predict.time_predict", (1, True)): [10 * v for v in step(4, 0.5)],          # improvement
+    ("bench.Predict.time_predict", (1, False)): [20 * v for v in step(6, 1.4)],         # regression
+    ("bench.Stages.track_peak_gpu_memory", ()): [1e9 * v for v in LEVEL],               # flat
+}
+REGRESSIONS = {("track_throughput", ("esm2", 1)), ("track_mfu", ("dnabert", 1)), ("time_predict", (1, False))}
+
+
+def meta(name):
+    names, values, kind, unit = SUITE[name]
+    return {"name": name, "param_names": names, "params": [[repr(v) for v in vs] for vs in values],
+            "type": kind, "unit": unit, "version": "v1"}
+
+
+def git_history(repo: Path, n: int) -> list:
+    env = {**os.environ, "GIT_AUTHOR_NAME": "t", "GIT_AUTHOR_EMAIL": "t@t", "GIT_COMMITTER_NAME": "t",
+           "GIT_COMMITTER_EMAIL": "t@t"}
+    subprocess.run(["git", "init", "-q", "-b", "main", str(repo)], check=True)
+    for i in range(n):
+        env["GIT_COMMITTER_DATE"] = env["GIT_AUTHOR_DATE"] = f"2026-01-0{1 + i // 5}T0{i % 5}:00:00Z"
+        subprocess.run(["git", "-C", str(repo), "commit", "-q", "--allow-empty", "-m", f"c{i}"], check=True, env=env)
+    return subprocess.run(["git", "-C", str(repo), "rev-list", "--reverse", "main"], capture_output=True,
+                          text=True, check=True).stdout.split()
+
+
+def write_results(results: Path, machine: dict, commits: list, value):
+    """value(name, params, i) for the i-th commit; NaN where nothing is measured."""
+    asv_util.write_json(results / "benchmarks.json", {n: meta(n) for n in SUITE}, api_version=2)
+    asv_util.write_json(results / machine["machine"] / "machine.json", machine, api_version=1)
+    for i, commit in commits:
+        run = asv_results.Results({**machine, "python": "3.11"}, {}, commit, 1_767_225_600_000 + i * 3_600_000,
+                                  "3.11", "existing-py3.11", {})
+        for name, (_, values, _, _) in SUITE.items():
+            combos = list(itertools.product(*values)) or [()]
+            result = [value(name, c, i) for c in combos]
+            run.add_result(meta(name), BenchmarkResult(result, [None] * len(result), [None] * len(result), 0, "", None),
+                           started_at=datetime.datetime(2026, 1, 1, tzinfo=datetime.timezone.utc))
+        run.save(str(results))
+
+
+def history_value(name, params, i):
+    series = HISTORY.get((name, params))
+    return series[i] if series else math.nan
+
+
+def found_regressions(site: Path) -> set:
+    index = json.loads((site / "index.json").read_text())
+    found = set()
+    for entry, _, _, j, _, _, jumps in json.loads((site / "regressions.json").read_text())["regressions"]:
+        name = entry.split("(")[0]
+        params = index["benchmarks"][name]["params"]
+        values = () if j is None else next(itertools.islice(itertools.product(*params), j, None))
+        found.add((name.rsplit(".", 1)[-1], tuple(check_thresholds.decode(v) for v in values)))
+    return found
+
+
+@pytest.fixture
+def crafted(tmp_path):
+    commits = git_history(tmp_path / "repo", N)
+    write_results(tmp_path / "results", GPU_MACHINE, list(enumerate(commits)), history_value)
+    return tmp_path, commits
+
+
+def test_regressions_are_found_each_metrics_way_round(crafted):
+    tmp_path, commits = crafted
+    code, site = publish(tmp_path, "--results", str(tmp_path / "results"), "--repo", str(tmp_path / "repo"),
+                         "--local", str(tmp_path / "none"))
+    assert code == 0
+    assert found_regressions(site) == REGRESSIONS
+    feed = (site / "regressions.xml").read_text()
+    assert feed.count("<entry>") == len(REGRESSIONS)
+    assert "track_throughput('esm2', 1)" in feed and "track_throughput('dnabert', 1)" not in feed
+    assert "-30.0% bench.Stages.track_throughput('esm2', 1) (higher is better)" in feed
+    # where the throughput fell: from the commit before the step (index 4) to the step (index 5)
+    (regression,) = [r for r in json.loads((site / "regressions.json").read_text())["regressions"]
+                     if r[0].startswith("bench.Stages.track_throughput('esm2'")]
+    revisions = json.loads((site / "index.json").read_text())["revision_to_hash"]
+    assert regression[6][0][:2] == [None, next(int(r) for r, h in revisions.items() if h == commits[5])]
+    assert regression[6][0][2] == pytest.approx(100 * 0.98, rel=0.05)  # the level before
+    assert regression[6][0][3] == pytest.approx(70, rel=0.05)  # the best after
+
+    # check_thresholds --baseline over the same history fails exactly the same rows
+    out = tmp_path / "report.json"
+    code = check_thresholds.main(["--results-dir", str(tmp_path / "results"), "--machine", "gpubox",
+                                  "--repo", str(tmp_path / "repo"), "--baseline", commits[0], "--commit", commits[-1],
+                                  "--json", str(out), "--thresholds", str(ROOT / "benchmarks" / "thresholds.toml")])
+    assert code == 1
+    failing = set()
+    for row in json.loads(out.read_text())["rows"]:
+        if row["check"] == "regression" and row["status"] == "FAIL":
+            method, inside = row["metric"][:-1].split("(")
+            failing.add((method, tuple(check_thresholds.decode(kv.split("=")[1]) for kv in inside.split(", ") if kv)))
+    assert failing == REGRESSIONS
+
+
+def test_this_machine_is_kept_apart(crafted):
+    tmp_path, commits = crafted
+    cpu = {**GPU_MACHINE, "machine": "laptop", "gpu": "none", "num_gpus": "0", "cpu": "2 cores", "num_cpu": "2"}
+    # a CPU's numbers at the newest commit: far below the GPU's, which must not end the grid's lines
+    write_results(tmp_path / "local", cpu, [(N - 1, commits[-1])],
+                  lambda name, params, i: history_value(name, params, i) / 50)
+    # a developer machine's folder under results/ is not history either
+    write_results(tmp_path / "results", {**cpu, "machine": "devbox"}, [(N - 1, commits[-1])], history_value)
+    code, site = publish(tmp_path, "--results", str(tmp_path / "results"), "--repo", str(tmp_path / "repo"),
+                         "--local", str(tmp_path / "local"))
+    assert code == 0
+    index = json.loads((site / "index.json").read_text())
+    assert sorted(index["machines"]) == ["gpubox", "laptop"]
+    assert index["virnucpro"]["local_machines"] == ["laptop"]
+    # the grid's thumbnail of throughput ends at the GPU history's value, not the laptop's
+    summary = json.loads((site / "graphs" / "summary" / "bench.Stages.track_throughput.json").read_text())
+    assert summary[-1][1] == pytest.approx(math.sqrt(100 * 0.7 * 400 * 1.5), rel=0.05)
+    # graphs of the laptop are there, to be picked
+    assert any("machine-laptop" in str(p) for p in (site / "graphs").rglob("*.json"))
+    # parameter values that have no data on the machines drawn are not drawn at first
+    assert index["virnucpro"]["measured"]["bench.Stages.track_mfu"] == {"stage": ["'dnabert'", "'esm2'"],
+                                                                        "n_gpus": ["1"]}
+    # the list view has no rows for what was never measured (n_gpus=2 here)
+    rows = [r for f in (site / "graphs").rglob("summary.json") for r in json.loads(f.read_text())]
+    assert rows and all(r["last_value"] is not None for r in rows)
+    assert not [r for r in rows if r["pretty_name"].endswith(", 2)")]
+    assert "laptop (this machine" in (site / "about.html").read_text()
+    assert "NVIDIA H200" in (site / "about.html").read_text()
+    assert "virnucpro.default_machines(state.machine)" in (site / "graphdisplay.js").read_text()
+
+
+def test_a_local_machine_named_like_the_history_is_refused(crafted, capsys):
+    tmp_path, commits = crafted
+    write_results(tmp_path / "local", GPU_MACHINE, [(N - 1, commits[-1])], history_value)
+    code, site = publish(tmp_path, "--results", str(tmp_path / "results"), "--repo", str(tmp_path / "repo"),
+                         "--local", str(tmp_path / "local"))
+    assert code == 2
+    assert "gpubox" in capsys.readouterr().err
+    assert not site.exists()
+
+
+def test_run_history_keeps_a_host_without_gpu_out_of_results(monkeypatch, capsys):
+    monkeypatch.setattr(run_history, "gpu_facts", lambda python: ("none", 0, {}))
+    monkeypatch.setattr(run_history, "run_commit", lambda *a: pytest.fail("asv must not run"))
+    assert run_history.main(["HEAD", "--machine", "laptop"]) == 2
+    assert "--results-dir" in capsys.readouterr().err
+
+
+def test_local_asv_config_points_elsewhere(tmp_path):
+    conf_mod = load("asv_local_conf")
+    path = conf_mod.asv_config(tmp_path / "local-results", into=tmp_path)
+    conf = json.loads(path.read_text())
+    assert conf["results_dir"] == str((tmp_path / "local-results").resolve())
+    assert conf["benchmark_dir"] == str(ROOT / "benchmarks") and conf["repo"] == str(ROOT)
+    ignored = subprocess.run(["git", "-C", str(ROOT), "check-ignore", "-q", ".asv/results/laptop/x.json"])
+    assert ignored.returncode == 0
+
+
+def test_directions_cover_every_benchmark_of_the_committed_suite():
+    directions = load("directions")
+    cfg = publish_site.tomllib.loads((ROOT / "benchmarks" / "thresholds.toml").read_text())
+    suite = json.loads((ROOT / "results" / "benchmarks.json").read_text())
+    unknown = [n for n, b in suite.items() if isinstance(b, dict)
+               and directions.direction(n, b.get("type"), cfg, b.get("unit")) is None]
+    assert unknown == []
+    assert directions.direction("m.track_new_rate", "track", cfg, "ORFs/s") == directions.HIGHER
+    assert directions.direction("m.track_count", "track", cfg, "unit") is None
+    assert directions.direction("m.time_anything", "time", cfg, "seconds") == directions.LOWER
+
+
+def test_the_committed_history_is_of_commits_on_main_with_its_software_recorded():
+    files = [p for p in (ROOT / "results").glob("h200-*/*.json") if p.name != "machine.json"]
+    assert files
+    for path in files:
+        commit = json.loads(path.read_text())["commit_hash"]
+        on_main = subprocess.run(["git", "-C", str(ROOT), "merge-base", "--is-ancestor", commit, "main"])
+        assert on_main.returncode == 0, f"{path.name}: {commit} is not on main"
+    for machine in (ROOT / "results").glob("h200-*/machine.json"):
+        info = json.loads(machine.read_text())
+        assert all(info.get(k) for k in ("gpu", "num_gpus", "driver", "torch", "cuda")), machine
+
+
+def test_run_history_adds_the_software_to_machine_json(tmp_path):
+    folder = tmp_path / "h200-x9"
+    folder.mkdir()
+    (folder / "machine.json").write_text(json.dumps({"machine": "h200-x9", "gpu": "NVIDIA H200", "version": 1}))
+    run_history.record_software(tmp_path, "h200-x9", {"torch": "2.11.0+cu130", "cuda": "13.0", "driver": ""})
+    info = json.loads((folder / "machine.json").read_text())
+    assert info == {"machine": "h200-x9", "gpu": "NVIDIA H200", "version": 1, "torch": "2.11.0+cu130", "cuda": "13.0"}
