@@ -2,6 +2,7 @@
 and `virnucpro orfs` writing atomically with bounded memory; numeric options range-checked."""
 import gzip
 import hashlib
+import io
 import os
 import subprocess
 import sys
@@ -172,6 +173,23 @@ def test_endless_stream_without_fasta_structure_is_refused(tmp_path, producer, p
     assert rc == 2
     one_error_line(err, "<stdin>", problem)
     assert not (tmp_path / "o").exists()
+
+
+def test_sparse_file_is_refused_at_its_first_block(tmp_path):
+    path = tmp_path / "sparse.fa"
+    with open(path, "wb") as f:
+        f.truncate(8 << 30)  # 8 GiB of zeros that take no disk
+    with pytest.raises(InputError, match="binary data"):
+        read_fasta(path)
+
+
+def test_stdin_that_is_a_device_or_no_file(tmp_path, monkeypatch):
+    rc, err = cli("orfs", "-", "-l", "300", "-o", str(tmp_path / "o"), stdin=subprocess.DEVNULL, timeout=30)
+    assert rc == 2
+    one_error_line(err, "<stdin>", "device")
+    monkeypatch.setattr(sys, "stdin", io.StringIO(">a\nACGT\n"))  # no file behind it
+    with pytest.raises(InputError, match="<stdin>: standard input cannot be read"):
+        read_fasta("-")
 
 
 def test_no_header_in_the_first_64_kib(tmp_path):

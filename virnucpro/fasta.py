@@ -83,7 +83,11 @@ class FastaReader:
 
     def _open(self):
         if self.name == "-":
-            if stat.S_ISCHR(os.fstat(sys.stdin.fileno()).st_mode):
+            try:
+                mode = os.fstat(sys.stdin.fileno()).st_mode
+            except (AttributeError, ValueError, OSError):  # closed, or replaced by an object without a file
+                raise self._error("standard input cannot be read") from None
+            if stat.S_ISCHR(mode):
                 raise self._error("standard input is a terminal or device; pipe a FASTA file into it")
             return nullcontext(sys.stdin.buffer)
         try:
