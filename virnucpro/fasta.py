@@ -212,25 +212,21 @@ class FastaReader:
         line_start = False
         for text in chain([rest[1:]], texts):
             pos = 0
-            while pos < len(text):
-                if parser.in_header:
-                    end = text.find("\n", pos)
-                    parser.add_header(text[pos:] if end < 0 else text[pos:end], seen + pos)
-                    if end < 0:
-                        break
-                    parser.end_header()
-                    pos = end + 1
-                    continue
-                if (text[pos - 1] == "\n" if pos else line_start) and text.startswith(">", pos):
-                    yield from parser.finish()
-                    pos += 1
-                    continue
-                end = text.find("\n>", pos)
-                parser.add_body(text[pos:] if end < 0 else text[pos:end])
-                if end < 0:
-                    break
+            if line_start and text.startswith(">"):
                 yield from parser.finish()
-                pos = end + 2
+                pos = 1
+            first = text.find("\n>", pos)
+            if first < 0:
+                parser.feed(text[pos:], seen + pos)
+            else:
+                parser.feed(text[pos:first], seen + pos)
+                yield from parser.finish()
+                last = text.rfind("\n>")
+                if last > first:  # records that start and end in this block: one split finds them all
+                    for block in text[first + 2:last].split("\n>"):
+                        header, _, body = block.partition("\n")
+                        yield from parser.whole(header, body)
+                parser.feed(text[last + 2:], seen + last + 2)
             line_start = text.endswith("\n") if text else line_start
             seen += len(text)
         yield from parser.finish()
@@ -248,14 +244,24 @@ class _RecordParser:
         self.number = 1
         self.ids: dict[str, int] = {}
 
-    def add_header(self, piece: str, stream_pos: int) -> None:
-        self.header.append(piece)
-        if self.number == 1 and stream_pos + len(piece) > _SNIFF:
+    def feed(self, piece: str, stream_pos: int) -> None:
+        """More of the current record: header until its line ends, sequence after."""
+        if not self.in_header:
+            self.add_body(piece)
+            return
+        end = piece.find("\n")
+        self.header.append(piece if end < 0 else piece[:end])
+        if self.number == 1 and stream_pos + (len(piece) if end < 0 else end) > _SNIFF:
             raise self.reader._error(f"no FASTA header line ends in the first {_SNIFF // 1024} KiB; "
                                      "is this a FASTA file?")
+        if end >= 0:
+            self.in_header = False
+            self.add_body(piece[end + 1:])
 
-    def end_header(self) -> None:
-        self.in_header = False
+    def whole(self, header: str, body: str) -> Iterator[Record]:
+        self.header, self.in_header = [header], False
+        self.add_body(body)
+        return self.finish()
 
     def add_body(self, piece: str) -> None:
         if not piece:
