@@ -223,12 +223,12 @@ def test_reading_costs_about_the_largest_record(tmp_path):
 
 
 def write_random_fasta(path: Path, mbp: int) -> None:
-    """Records of 1 Mbp in lines of 100; every tenth has no T, so all its six frames are
+    """Records of 1 Mbp in lines of 100; every twentieth has no T, so all its six frames are
     stop-free and the ORF files are written at length too."""
     rng = np.random.default_rng(mbp)
     with open(path, "wb") as f:
         for r in range(mbp):
-            alphabet = np.frombuffer(b"ACG" if r % 10 == 0 else b"ACGT", np.uint8)
+            alphabet = np.frombuffer(b"ACG" if r % 20 == 0 else b"ACGT", np.uint8)
             lines = np.full((10_000, 101), ord("\n"), np.uint8)
             lines[:, :100] = alphabet[rng.integers(0, len(alphabet), 1_000_000)].reshape(-1, 100)
             f.write(b">r%d\n" % r + lines.tobytes())
@@ -245,7 +245,7 @@ def test_orfs_peak_rss_does_not_grow_with_the_input(tmp_path):
             path.unlink()
         assert rc == 0, err
         assert f"{mbp} sequences, {mbp * 2000} chunks" in err
-    assert (tmp_path / "o500" / "orfs.faa").stat().st_size > 50e6
+    assert (tmp_path / "o500" / "orfs.faa").stat().st_size > 20e6
     assert peaks[500] < 1.3 * peaks[50] + 50, peaks
 
 

@@ -310,10 +310,14 @@ def write_fasta(path, items: Iterable[tuple[str, str]], width: int = 60) -> None
 
 def write_records(out, items: Iterable[tuple[str, str]], width: int = 60) -> None:
     """write_fasta into an open text file."""
+    lines = (_LINE if width == 60 else re.compile(f".{{1,{width}}}", re.S)) if width else None
     for rid, seq in items:
-        if width:
-            seq = "\n".join(seq[i:i + width] for i in range(0, len(seq), width))
+        if lines:
+            seq = "\n".join(lines.findall(seq))
         out.write(f">{rid}\n{seq}\n")
+
+
+_LINE = re.compile(".{1,60}", re.S)  # a regex cuts lines about twice as fast as slicing in a loop
 
 
 def _head(blocks: Iterator[bytes], n: int) -> tuple[bytes, Iterator[bytes]]:
