@@ -10,6 +10,7 @@ A sequence shorter than L falls out of the same rule as a single whole chunk.
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Iterable, Iterator
 
 import numpy as np
 
@@ -42,16 +43,19 @@ def chunk_bounds(length: int, chunk_len: int) -> list[tuple[int, int]]:
 
 def chunk_records(records, chunk_len: int) -> list[Chunk]:
     """Chunks of every record (anything with .id and .seq), in record order."""
+    return list(iter_chunks(records, chunk_len))
+
+
+def iter_chunks(records: Iterable, chunk_len: int) -> Iterator[Chunk]:
+    """chunk_records as a stream: one record at a time is held, however many there are."""
     if chunk_len <= 0:
         raise ValueError(f"chunk length must be positive, got {chunk_len}")
-    chunks = []
     for rec in records:
         seq = rec.seq
         if len(seq) <= chunk_len:  # the common case for short contigs: skip numpy
             if seq:
-                chunks.append(Chunk(f"{rec.id}_chunk_1", rec.id, 1, seq))
+                yield Chunk(f"{rec.id}_chunk_1", rec.id, 1, seq)
             continue
         starts, ends = _starts_ends(len(seq), chunk_len)
-        chunks += [Chunk(f"{rec.id}_chunk_{i}", rec.id, i, seq[s:e])
-                   for i, (s, e) in enumerate(zip(starts.tolist(), ends.tolist()), start=1)]
-    return chunks
+        for i, (s, e) in enumerate(zip(starts.tolist(), ends.tolist()), start=1):
+            yield Chunk(f"{rec.id}_chunk_{i}", rec.id, i, seq[s:e])

@@ -28,8 +28,34 @@ examples:
 """
 
 
+class _Parser(argparse.ArgumentParser):
+    """Usage errors as one line and exit code 2, like every other error of the program."""
+
+    def error(self, message):
+        self.exit(EXIT_INPUT, f"{self.prog}: error: {message} (see {self.prog} --help)\n")
+
+
+def _int_range(low: int, high: int):
+    """An argparse type: a whole number in low..high."""
+    def parse(text: str) -> int:
+        try:
+            value = int(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"expected a whole number, got {text!r}") from None
+        if not low <= value <= high:
+            raise argparse.ArgumentTypeError(f"must be in {low}..{high}, got {value}")
+        return value
+    return parse
+
+
+# torch's generators take seeds of 64 bits; the token budget and range size are counts no run nears.
+SEED = _int_range(0, 2**64 - 1)
+COUNT = _int_range(1, 2**31 - 1)
+WORKERS = _int_range(1, 256)
+
+
 def build_parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(
+    p = _Parser(
         prog="virnucpro",
         description="Identify viral sequences in DNA with DNABERT-S + ESM-2 embeddings and the VirNucPro classifier.",
         epilog=EPILOG, formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -39,7 +65,7 @@ def build_parser() -> argparse.ArgumentParser:
     o = sub.add_parser("orfs", help="chunk sequences and write their stop-free frames (no models)",
                        description="Split every sequence into overlapping chunks of exactly L bp and write each "
                                    "stop-free frame of the six-frame translation, as the original VirNucPro does.")
-    o.add_argument("input", help="FASTA file (plain or gzip)")
+    o.add_argument("input", help="FASTA file (plain or gzip; a pipe, or - for stdin)")
     o.add_argument("-l", "--chunk-length", type=int, choices=(300, 500), required=True, help="chunk length in bp")
     o.add_argument("-o", "--out", required=True, help="output folder: chunks.fa, orfs.fna, orfs.faa")
     o.add_argument("--force", action="store_true", help="write into an existing non-empty folder")
@@ -68,7 +94,7 @@ def build_parser() -> argparse.ArgumentParser:
     q.add_argument("--device", choices=("auto", "cpu", "cuda"), default="auto", help="default: cuda when available")
     q.add_argument("--precision", choices=("auto", "fp32", "bf16"), default="auto",
                    help="auto = bf16 on cuda, fp32 on cpu")
-    q.add_argument("--batch-tokens", type=int, metavar="N",
+    q.add_argument("--batch-tokens", type=COUNT, metavar="N",
                    help="token budget per forward step (default: sized from free GPU memory, 16384 on CPU)")
     q.add_argument("--keep-intermediate", action="store_true",
                    help="also write chunks, ORFs and the 3328-d features under OUT/<stem>/intermediate/")
@@ -77,13 +103,13 @@ def build_parser() -> argparse.ArgumentParser:
     q.add_argument("--resume", action="store_true",
                    help="continue the interrupted run in --out (same inputs and options): finished ORF ranges are "
                         "kept, the rest is computed; starts a new run when --out holds none")
-    q.add_argument("--checkpoint-every", type=int, default=4096, metavar="N",
+    q.add_argument("--checkpoint-every", type=COUNT, default=4096, metavar="N",
                    help="save progress at least every N ORFs per process (default: %(default)s)")
     q.add_argument("--no-progress", action="store_true", help="no progress bars, only the summary")
-    q.add_argument("--seed", type=int, default=0, help="seed for random weights (default: 0)")
+    q.add_argument("--seed", type=SEED, default=0, help="seed for random weights, 0..2**64-1 (default: 0)")
     q.add_argument("--gpus", metavar="SPEC",
                    help="one process per GPU: 'all', a count N (the first N), or a list such as 0,2,5")
-    q.add_argument("--cpu-workers", type=int, metavar="N",
+    q.add_argument("--cpu-workers", type=WORKERS, metavar="N",
                    help="run N CPU processes the way --gpus runs GPU processes (for testing the multi-process path)")
     q.add_argument("--engine", choices=("fast", "reference"), default="fast",
                    help="reference = the original recipe (fp32, DNABERT-S one sequence per forward, ESM-2 "
@@ -120,17 +146,15 @@ def _exit_code(e: VirnucproError) -> int:
 
 
 def cmd_orfs(args) -> int:
-    from virnucpro.outputs import write_orf_files
-    from virnucpro.pipeline import StageClock, prepare, read_inputs
+    from virnucpro.fasta import FastaReader
+    from virnucpro.orf_files import write_orf_files
 
     out = Path(args.out)
     _check_out(out, args.force)
-    (data,) = read_inputs([args.input])
-    prepare(data, args.chunk_length, StageClock())
-    out.mkdir(parents=True, exist_ok=True)
-    write_orf_files(out, data)
-    print(f"{data.path}: {len(data.records)} sequences, {len(data.chunks)} chunks, {len(data.orfs)} ORFs -> {out}",
-          file=sys.stderr)
+    reader = FastaReader(args.input)
+    n = write_orf_files(out, reader, args.chunk_length)
+    rna = f" ({reader.rna_bases} U read as T)" if reader.rna_bases else ""
+    print(f"{reader.label}: {n.sequences} sequences{rna}, {n.chunks} chunks, {n.orfs} ORFs -> {out}", file=sys.stderr)
     return 0
 
 

@@ -16,7 +16,7 @@ frames survive.  Only the kept frames are then cut out as strings.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Sequence
+from typing import Iterable, Iterator
 
 import numpy as np
 
@@ -71,16 +71,22 @@ class ORF:
     protein: str
 
 
-def identify_orfs(chunks: Sequence[Chunk]) -> list[ORF]:
+def identify_orfs(chunks: Iterable[Chunk]) -> list[ORF]:
     """Stop-free frames of every chunk, in chunk order and then F1..R3."""
-    orfs, batch, size = [], [], 0
+    return list(iter_orfs(chunks))
+
+
+def iter_orfs(chunks: Iterable[Chunk]) -> Iterator[ORF]:
+    """identify_orfs as a stream: chunks are translated in batches of about _BATCH_BP bases."""
+    batch, size = [], 0
     for chunk in chunks:
         batch.append(chunk)
         size += len(chunk.seq)
         if size >= _BATCH_BP:
-            orfs += _identify_batch(batch)
+            yield from _identify_batch(batch)
             batch, size = [], 0
-    return orfs + _identify_batch(batch) if batch else orfs
+    if batch:
+        yield from _identify_batch(batch)
 
 
 def _frame_sums(codons: bytes, indicator: bytes, first: np.ndarray, n_codons: np.ndarray) -> np.ndarray:
