@@ -308,3 +308,35 @@ def test_the_installed_script_records_its_start_up(tmp_path):
     (run,) = [json.loads(p.read_text()) for p in (tmp_path / "o").glob("*/run.json")]
     # the interpreter's start and the imports are in it: more than nothing, less than the run
     assert 0 < run["startup_seconds"] < run["total_seconds"] + run["startup_seconds"] < 300
+
+
+@pytest.fixture(scope="module")
+def kk500(tmp_path_factory):
+    out = tmp_path_factory.mktemp("kk500") / "out"
+    assert main(["predict", str(DATA / "KK037166.fna"), "-l", "500", *TINY, "-o", str(out)]) == 0
+    return (out / "KK037166" / "prediction_results.txt").read_text()
+
+
+@pytest.mark.parametrize("how", ["stdin", "fifo", "process substitution", "gzip pipe"])
+def test_predict_reads_a_pipe_once(tmp_path, kk500, how):
+    kk, out = DATA / "KK037166.fna", tmp_path / "out"
+    base = f"{sys.executable} -m virnucpro predict {{}} -l 500 {' '.join(TINY)} -o {out}"
+    cmd = {"stdin": base.format("-") + f" < {kk}",
+           "fifo": f"mkfifo {tmp_path}/f && (cat {kk} > {tmp_path}/f &) && " + base.format(f"{tmp_path}/f"),
+           "process substitution": base.format(f"<(cat {kk})"),
+           "gzip pipe": f"gzip -c {kk} | " + base.format("-")}[how]
+    done = subprocess.run(["bash", "-c", cmd], capture_output=True, text=True, timeout=300, cwd=ROOT)
+    assert done.returncode == 0, done.stderr[-2000:]
+    (result,) = out.glob("*/prediction_results.txt")
+    assert result.read_text() == kk500  # the same ORFs and scores as from the file itself
+
+
+def test_rna_input_gives_the_dna_results(tmp_path, kk500):
+    rna = tmp_path / "KK037166.fna"
+    text = (DATA / "KK037166.fna").read_text()
+    head, _, body = text.partition("\n")
+    rna.write_text(head + "\n" + body.replace("T", "U").replace("t", "u"))
+    assert main(["predict", str(rna), "-l", "500", *TINY, "-o", str(tmp_path / "out")]) == 0
+    assert (tmp_path / "out" / "KK037166" / "prediction_results.txt").read_text() == kk500
+    run = json.loads((tmp_path / "out" / "KK037166" / "run.json").read_text())
+    assert run["counts"]["rna_bases_read_as_t"] == body.count("T") + body.count("t") > 0

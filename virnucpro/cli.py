@@ -218,17 +218,13 @@ def _fingerprint(args, opts, inputs, device) -> dict:
             "seed": args.seed if args.random_weights else None, "device": device.type,
             "precision": pipeline.resolve_precision(opts.precision, device),
             "compile": args.compile, "keep_intermediate": args.keep_intermediate,
-            "inputs": [{"name": d.stem, "sha256": sha256_file(d.path)} for d in inputs]}
+            "inputs": [{"name": d.stem, "sha256": d.sha256} for d in inputs]}
 
 
 def cmd_predict(args) -> int:
     from virnucpro.inputs import read_inputs
     from virnucpro.outputs import package_commit
 
-    if args.batch_tokens is not None and args.batch_tokens < 1:
-        raise InputError(f"--batch-tokens must be positive, got {args.batch_tokens}")
-    if args.checkpoint_every < 1:
-        raise InputError(f"--checkpoint-every must be positive, got {args.checkpoint_every}")
     out = Path(args.out)
     ranked = _rank_from_env()
     if ranked is None or ranked.is_main:
@@ -236,6 +232,11 @@ def cmd_predict(args) -> int:
     # Every input is validated before torch is imported (seconds) and before anything is written.
     inputs = read_inputs(args.inputs)
     trace.mark("inputs_read")
+    if ranked is not None and ranked.world > 1:
+        piped = [p for p in args.inputs if not Path(p).is_file()]
+        if piped:
+            raise InputError(f"{piped[0]}: under torchrun every rank reads the inputs itself, and a pipe or stdin "
+                             "can be read only once; pass a regular file")
 
     import torch
 
@@ -264,8 +265,6 @@ def cmd_predict(args) -> int:
         gpus = parallel.parse_gpus(args.gpus, torch.cuda.device_count())
         opts.device, world = "cuda", len(gpus)
     elif ranked is None and args.cpu_workers is not None:
-        if args.cpu_workers < 1:
-            raise InputError(f"--cpu-workers must be positive, got {args.cpu_workers}")
         opts.device, world = "cpu", args.cpu_workers
     if ranked is not None and not ranked.is_main:
         _predict_rank(*job)  # rank 0 holds the session; the launcher stops this rank if rank 0 fails

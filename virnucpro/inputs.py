@@ -10,7 +10,7 @@ from pathlib import Path
 from virnucpro import faults
 from virnucpro.chunking import Chunk, chunk_records
 from virnucpro.errors import InputError
-from virnucpro.fasta import Record, read_fasta
+from virnucpro.fasta import FastaReader, Record
 from virnucpro.translate import ORF, identify_orfs
 
 SKIP_EMPTY = "empty_sequence"
@@ -24,10 +24,12 @@ class InputData:
     skipped: list[tuple[str, str]]
     chunks: list[Chunk] = field(default_factory=list)
     orfs: list[ORF] = field(default_factory=list)
+    sha256: str | None = None  # of the raw bytes, taken while they were read
+    rna_bases: int = 0  # U/u read as T/t
 
     @property
     def stem(self) -> str:
-        return output_stem(self.path)
+        return "stdin" if str(self.path) == "-" else output_stem(self.path)
 
 
 class StageClock:
@@ -55,8 +57,10 @@ def read_inputs(paths: list[str | Path]) -> list[InputData]:
     inputs, seen = [], {}
     for p in paths:
         path = Path(p)
-        records, skipped = read_fasta(path)
-        data = InputData(path, records, [(rid, SKIP_EMPTY) for rid, _ in skipped])
+        reader = FastaReader(p)
+        records = list(reader)  # each input is read once: a pipe or stdin cannot be read again
+        data = InputData(path, records, [(rid, SKIP_EMPTY) for rid, _ in reader.skipped], sha256=reader.sha256,
+                         rna_bases=reader.rna_bases)
         if data.stem in seen:
             raise InputError(f"{path}: output name '{data.stem}' clashes with input {seen[data.stem]}; rename one")
         seen[data.stem] = path

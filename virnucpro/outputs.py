@@ -128,6 +128,7 @@ def _write_files(tmp: Path, data, pred, run_info: dict, random_weights: bool, ke
         "chunks_classified": len(verdicts),
         "orfs": len(data.orfs),
         "skipped": dict(Counter(r for _, r in data.skipped)),
+        "rna_bases_read_as_t": getattr(data, "rna_bases", 0),
     }
     info = {**run_info, "input": str(data.path.resolve()), "counts": counts}
     if random_weights:
