@@ -38,8 +38,10 @@ def _dot(a, b, PRECISION: tl.constexpr, UPCAST: tl.constexpr):
     # UPCAST serves the interpreter only: Triton 3.9's multiplies bf16 operands as raw 16-bit
     # integers.  bf16 x bf16 products are exact in fp32, so fp32 operands give the same sums.
     if UPCAST:
-        return tl.dot(a.to(tl.float32), b.to(tl.float32), input_precision="ieee")
-    return tl.dot(a, b, input_precision=PRECISION)
+        c = tl.dot(a.to(tl.float32), b.to(tl.float32), input_precision="ieee")
+    else:
+        c = tl.dot(a, b, input_precision=PRECISION)
+    return c
 
 
 # T changes with every batch: unspecialised, so that a new batch size compiles nothing.

@@ -16,7 +16,7 @@ import triton.language as tl
 TILE = 4096
 
 
-@triton.jit(do_not_specialize=["T", "eps"])
+@triton.jit(do_not_specialize=["T"])
 def _add_norm_kernel(X, Y, W, B, OUT, T, stride_x, stride_y, stride_o, eps,
                      D: tl.constexpr, BLOCK: tl.constexpr, ROWS: tl.constexpr):
     rows = (tl.program_id(0) * ROWS + tl.arange(0, ROWS)).to(tl.int64)
