@@ -5,6 +5,9 @@ Without a GPU the kernels run in Triton's interpreter, which must be switched on
 are defined.  Everything that needs Triton skips where it cannot be imported."""
 import importlib.util
 import os
+import subprocess
+import sys
+from pathlib import Path
 
 import pytest
 import torch
@@ -185,3 +188,47 @@ def test_setting_picks_backend_and_rejects_unknown_values(monkeypatch):
     for setting in ("auto", "triton"):
         monkeypatch.setenv(alibi.DNA_ATTENTION_ENV, setting)
         assert alibi.dna_backend(cpu, torch.bfloat16) == "auto"
+
+
+
+AOT = r"""
+import triton
+from triton.backends.compiler import GPUTarget
+from triton.compiler import ASTSource
+from virnucpro.models import alibi_triton as at, fused_triton as ft
+
+assert not at.INTERPRETED
+
+
+def build(fn, types, constexprs, **options):
+    types = {**types, **{c: "constexpr" for c in constexprs}}
+    src = ASTSource(fn=fn, signature={name: types[name] for name in fn.arg_names}, constexprs=constexprs)
+    kernel = triton.compile(src, target=GPUTarget("cuda", 90, 32), options=options)  # an H100 / H200
+    assert kernel.asm["cubin"], fn.__name__
+
+
+ints = lambda *names: {n: "i32" for n in names}
+strides = [f"stride_{x}{y}" for x in "qkvo" for y in "th"]
+for dtype, precision in (("bf16", "tf32"), ("fp16", "tf32"), ("fp32", "ieee")):
+    ptr = "*" + dtype
+    for dim, bm, bn in ((64, at.BLOCK_M, at.BLOCK_N), (8, at.BLOCK_M, at.BLOCK_N), (64, 128, 32)):
+        build(at._alibi_attention_kernel,
+              {**dict.fromkeys("QKVO", ptr), "SEQ": "*i32", "CU": "*i32", "SLOPES": "*fp32", "qk_scale": "fp32",
+               **ints("T", *strides)},
+              dict(HEAD_DIM=dim, BLOCK_D=max(16, dim), BLOCK_M=bm, BLOCK_N=bn, PRECISION=precision, UPCAST=False),
+              num_warps=at.NUM_WARPS, num_stages=at.NUM_STAGES)
+    build(ft._add_norm_kernel, {**dict.fromkeys(["X", "Y", "W", "B", "OUT"], ptr), "eps": "fp32",
+                                **ints("T", "stride_x", "stride_y", "stride_o")}, dict(D=768, BLOCK=1024, ROWS=4))
+    build(ft._geglu_kernel, {"H": ptr, "OUT": ptr, **ints("T", "stride_h", "stride_o")}, dict(F=3072, BLOCK=1024, ROWS=4))
+print("compiled")
+"""
+
+
+@needs_triton
+def test_kernels_compile_for_hopper_without_a_gpu(tmp_path):
+    """The interpreter does not apply the GPU compiler's rules; Triton's own compiler (ptxas is in
+    its wheel) builds H200 machine code on any host."""
+    env = {k: v for k, v in os.environ.items() if k != "TRITON_INTERPRET"}
+    env.update(TRITON_CACHE_DIR=str(tmp_path / "cache"), PYTHONPATH=str(Path(__file__).resolve().parents[1]))
+    p = subprocess.run([sys.executable, "-c", AOT], env=env, capture_output=True, text=True, timeout=600)
+    assert p.returncode == 0 and "compiled" in p.stdout, p.stderr[-3000:]

@@ -31,6 +31,7 @@ import triton.language as tl
 BLOCK_M, BLOCK_N, NUM_WARPS, NUM_STAGES = 64, 64, 4, 2
 
 LOG2E = 1.4426950408889634
+_LOG2E = tl.constexpr(LOG2E)  # a kernel reads globals only as constexpr
 
 
 @triton.jit
@@ -70,7 +71,7 @@ def _alibi_attention_kernel(
     q = tl.load(Q + rows64[:, None] * stride_qt + h * stride_qh + d[None, :],
                 mask=row_ok[:, None] & d_ok[None, :], other=0.0)
     # Scores are kept in log2 units so that exp2 serves the softmax.
-    slope = tl.load(SLOPES + h).to(tl.float32) * LOG2E
+    slope = tl.load(SLOPES + h).to(tl.float32) * _LOG2E
 
     m_i = tl.full([BLOCK_M], float("-inf"), dtype=tl.float32)
     l_i = tl.zeros([BLOCK_M], dtype=tl.float32)
