@@ -204,7 +204,7 @@ def sweep(dev, token_lengths, heads, dim) -> dict:
 def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--out", default=os.environ.get("OUT", "."), help="folder for triton_probe.json, or a .json path")
-    ap.add_argument("--orfs", type=int, default=20000, help="sequences in the timed DNABERT-S stage")
+    ap.add_argument("--orfs", type=int, default=40000, help="ORF-like sequences in the timed DNABERT-S stage (about 76 tokens each)")
     ap.add_argument("--first", type=int, default=1000, help="sequences in the first batch (the second has twice as many)")
     ap.add_argument("--dry-run", action="store_true")
     ap.add_argument("--child-out", help=argparse.SUPPRESS)
