@@ -176,6 +176,8 @@ def test_setting_picks_backend_and_rejects_unknown_values(monkeypatch):
     monkeypatch.setenv(alibi.DNA_ATTENTION_ENV, "fast")
     with pytest.raises(InputError, match="VIRNUCPRO_DNA_ATTENTION='fast': expected one of flex, triton, auto"):
         alibi.dna_backend(cpu, torch.bfloat16)
+    with pytest.raises(InputError, match="VIRNUCPRO_DNA_ATTENTION"):  # at load, before anything is written
+        dnabert.load_dnabert("random:tiny")
     # Triton cannot be imported: "triton" says so, "auto" goes the flex way.
     monkeypatch.setattr(alibi, "_triton_kernels", lambda: (None, "ModuleNotFoundError: No module named 'triton'"))
     monkeypatch.setenv(alibi.DNA_ATTENTION_ENV, "triton")

@@ -18,7 +18,7 @@ from tokenizers import Tokenizer
 from virnucpro.errors import ModelLoadError
 from virnucpro.models import fused
 from virnucpro.models.hub import hf_cache_roots, hf_snapshots
-from virnucpro.models.alibi import PackedLayout, alibi_slopes, dna_backend, packed_alibi_attention
+from virnucpro.models.alibi import PackedLayout, alibi_slopes, dna_attention, dna_backend, packed_alibi_attention
 from virnucpro.models.pooling import segment_sums
 from virnucpro.presets import PRESETS
 from virnucpro.runner import pack  # noqa: F401  (re-exported: tokens -> packed batch)
@@ -55,6 +55,7 @@ class DNABERTS(nn.Module):
         super().__init__()
         if hidden_size % num_heads:
             raise ValueError(f"hidden size {hidden_size} is not a multiple of {num_heads} heads")
+        dna_attention()  # a bad VIRNUCPRO_DNA_ATTENTION fails at load, before anything is written
         self.num_heads, self.dim = num_heads, hidden_size
         self.embed = nn.Embedding(vocab_size, hidden_size)
         # Every token has type 0; the table is kept so that checkpoints load unchanged.
