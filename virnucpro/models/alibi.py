@@ -5,7 +5,9 @@ A packed batch is B sequences concatenated into T tokens, delimited by
 its own sequence with the score bias -slope_h * |i - j|; there are no position
 embeddings, so this bias is the only place where order enters the model.
 
-Two implementations:
+Three implementations:
+- A Triton kernel of our own (alibi_triton.py, CUDA): reads q, k, v where the projection wrote
+  them and needs no torch.compile; `VIRNUCPRO_DNA_ATTENTION` (see `dna_attention`) picks it.
 - FlexAttention (CUDA in bf16/fp16 or TF32, see `flex_suits`): one [1, H, T, Dh]
   problem with a block-sparse document mask, so no padding and no work between
   sequences.
@@ -14,6 +16,7 @@ Two implementations:
 """
 from __future__ import annotations
 
+import functools
 import logging
 import math
 import os
@@ -22,6 +25,7 @@ from functools import cached_property
 import torch
 import torch.nn.functional as F
 
+from virnucpro.errors import InputError, VirnucproError
 from virnucpro.models import fused
 
 log = logging.getLogger(__name__)
@@ -69,6 +73,11 @@ class PackedLayout:
         ids = torch.arange(self.num_seqs, device=self.cu_seqlens.device)
         # output_size spares a device->host sync to learn T.
         return torch.repeat_interleave(ids, self.lengths, output_size=self.total)
+
+    @cached_property
+    def triton_index(self) -> tuple[torch.Tensor, torch.Tensor]:
+        """cu_seqlens and seq_id in int32, as the Triton kernel reads them."""
+        return self.cu_seqlens.to(torch.int32), self.seq_id.to(torch.int32)
 
     @cached_property
     def pos(self) -> torch.Tensor:
@@ -166,19 +175,70 @@ def flex_suits(device_type: str, dtype: torch.dtype, head_dim: int) -> bool:
     heads): bf16 flex 1.6 ms against 2.35 ms for SDPA, but in strict fp32 flex takes
     118 ms against 4.7 ms (its fp32 dots are slow without TF32).  Triton's kernel
     needs head_dim >= 16."""
-    tf32 = torch.get_float32_matmul_precision() != "highest"
-    fast_dtype = dtype in (torch.bfloat16, torch.float16) or tf32
-    return device_type == "cuda" and head_dim >= 16 and fast_dtype and not _flex_failed
+    return device_type == "cuda" and head_dim >= 16 and _fast_dtype(dtype) and not _flex_failed
+
+
+def _fast_dtype(dtype: torch.dtype) -> bool:
+    return dtype in (torch.bfloat16, torch.float16) or torch.get_float32_matmul_precision() != "highest"
+
+
+DNA_ATTENTION_ENV = "VIRNUCPRO_DNA_ATTENTION"
+_DNA_ATTENTION_CHOICES = ("flex", "triton", "auto")
+
+
+def dna_attention() -> str:
+    """DNABERT-S's attention setting, from VIRNUCPRO_DNA_ATTENTION: "flex" (default: FlexAttention
+    where `flex_suits`, else SDPA), "triton" (the Triton kernel on CUDA, and no torch.compile
+    anywhere in DNABERT-S; an error where Triton cannot be imported) or "auto" (Triton where it
+    can be imported and the dtype is fast, as for flex; else as "flex")."""
+    value = os.environ.get(DNA_ATTENTION_ENV, "").strip().lower() or "flex"
+    if value not in _DNA_ATTENTION_CHOICES:
+        raise InputError(f"{DNA_ATTENTION_ENV}={value!r}: expected one of {', '.join(_DNA_ATTENTION_CHOICES)}")
+    return value
+
+
+@functools.lru_cache(maxsize=None)
+def _triton_kernels():
+    """alibi_triton, or the reason it cannot be imported."""
+    try:
+        from virnucpro.models import alibi_triton
+    except Exception as e:  # triton missing, or too old for the kernel
+        return None, f"{type(e).__name__}: {e}"
+    return alibi_triton, None
+
+
+def dna_backend(device: torch.device, dtype: torch.dtype) -> str:
+    """The `packed_alibi_attention` backend that DNABERT-S uses on this device: "triton" or "auto"."""
+    setting = dna_attention()
+    if setting == "flex":
+        return "auto"
+    kernels, why = _triton_kernels()
+    if kernels is None:
+        if setting == "triton":
+            raise VirnucproError(f"{DNA_ATTENTION_ENV}=triton, but Triton cannot be used here ({why}); "
+                                 f"install triton, or set {DNA_ATTENTION_ENV}=flex")
+        return "auto"
+    if not kernels.runs_on(device):
+        return "auto"
+    if setting == "auto" and not _fast_dtype(dtype):
+        return "auto"
+    return "triton"
 
 
 def packed_alibi_attention(q, k, v, cu_seqlens, max_seqlen, slopes, *, layout: PackedLayout | None = None,
                            backend: str = "auto") -> torch.Tensor:
     """q, k, v: [T, H, Dh] -> [T, H, Dh].  backend: "auto" (see `flex_suits`),
-    "flex" (also on CPU, for tests) or "sdpa".  A flex failure is logged once and the
-    SDPA path is used from then on, unless flex was asked for by name."""
+    "flex" (also on CPU, for tests), "sdpa" or "triton" (alibi_triton.py; errors propagate).
+    A flex failure is logged once and the SDPA path is used from then on, unless flex was
+    asked for by name."""
     global _flex_failed
     if layout is None:
         layout = PackedLayout(cu_seqlens, max_seqlen, q.shape[0])
+    if backend == "triton":
+        from virnucpro.models import alibi_triton
+
+        cu, seq = layout.triton_index
+        return alibi_triton.packed_alibi_attention(q, k, v, cu, slopes, seq)
     if backend == "flex" or (backend == "auto" and flex_suits(q.device.type, q.dtype, q.shape[-1])):
         try:
             return flex_alibi_attention(q, k, v, layout, slopes)

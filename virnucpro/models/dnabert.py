@@ -18,7 +18,7 @@ from tokenizers import Tokenizer
 from virnucpro.errors import ModelLoadError
 from virnucpro.models import fused
 from virnucpro.models.hub import hf_cache_roots, hf_snapshots
-from virnucpro.models.alibi import PackedLayout, alibi_slopes, packed_alibi_attention
+from virnucpro.models.alibi import PackedLayout, alibi_slopes, dna_attention, dna_backend, packed_alibi_attention
 from virnucpro.models.pooling import segment_sums
 from virnucpro.presets import PRESETS
 from virnucpro.runner import pack  # noqa: F401  (re-exported: tokens -> packed batch)
@@ -38,12 +38,14 @@ class Layer(nn.Module):
         self.wo = nn.Linear(hidden, dim)
         self.mlp_norm = nn.LayerNorm(dim, eps=eps)
 
-    def forward(self, x: torch.Tensor, layout: PackedLayout, slopes: torch.Tensor) -> torch.Tensor:
+    def forward(self, x: torch.Tensor, layout: PackedLayout, slopes: torch.Tensor, backend: str = "auto") -> torch.Tensor:
         T, D = x.shape
         q, k, v = self.qkv(x).view(T, 3, self.heads, D // self.heads).unbind(1)
-        a = packed_alibi_attention(q, k, v, layout.cu_seqlens, layout.max_seqlen, slopes, layout=layout)
-        x = fused.add_norm(x, self.attn_out(a.reshape(T, D)), self.attn_norm)
-        return fused.add_norm(x, self.wo(fused.geglu(self.gated(x))), self.mlp_norm)
+        a = packed_alibi_attention(q, k, v, layout.cu_seqlens, layout.max_seqlen, slopes, layout=layout,
+                                   backend=backend)
+        tri = backend == "triton"  # then no torch.compile at all, also around the attention
+        x = fused.add_norm(x, self.attn_out(a.reshape(T, D)), self.attn_norm, triton=tri)
+        return fused.add_norm(x, self.wo(fused.geglu(self.gated(x), triton=tri)), self.mlp_norm, triton=tri)
 
 
 class DNABERTS(nn.Module):
@@ -53,6 +55,7 @@ class DNABERTS(nn.Module):
         super().__init__()
         if hidden_size % num_heads:
             raise ValueError(f"hidden size {hidden_size} is not a multiple of {num_heads} heads")
+        dna_attention()  # a bad VIRNUCPRO_DNA_ATTENTION fails at load, before anything is written
         self.num_heads, self.dim = num_heads, hidden_size
         self.embed = nn.Embedding(vocab_size, hidden_size)
         # Every token has type 0; the table is kept so that checkpoints load unchanged.
@@ -67,8 +70,9 @@ class DNABERTS(nn.Module):
         x = self.embed_norm(self.embed(tokens) + self.token_type.weight[0])
         layout = PackedLayout(cu_seqlens, max_seqlen, tokens.shape[0])
         slopes = alibi_slopes(self.num_heads, device=tokens.device)
+        backend = dna_backend(x.device, x.dtype)
         for layer in self.layers:
-            x = layer(x, layout, slopes)
+            x = layer(x, layout, slopes, backend)
         return x
 
     def embed_packed(self, tokens: torch.Tensor, cu_seqlens: torch.Tensor, max_seqlen: int) -> torch.Tensor:

@@ -100,13 +100,22 @@ def rotary(q: torch.Tensor, k: torch.Tensor, cos: torch.Tensor, sin: torch.Tenso
     return _rotary_f(q, k, cos, sin)
 
 
-def add_norm(x: torch.Tensor, y: torch.Tensor, norm: nn.LayerNorm) -> torch.Tensor:
-    """norm(x + y): a post-LN block's output."""
+def add_norm(x: torch.Tensor, y: torch.Tensor, norm: nn.LayerNorm, triton: bool = False) -> torch.Tensor:
+    """norm(x + y): a post-LN block's output.  triton: fused by a plain Triton kernel instead of
+    Inductor (fused_triton.py), for a model that must run no torch.compile."""
+    if triton and ENABLED:
+        from virnucpro.models import fused_triton
+
+        return fused_triton.add_norm(x, y, norm.weight, norm.bias, norm.eps)
     return _add_norm_f(x, y, norm.weight, norm.bias, norm.eps)
 
 
-def geglu(h: torch.Tensor) -> torch.Tensor:
-    """gelu(first half) x second half, over the last dimension."""
+def geglu(h: torch.Tensor, triton: bool = False) -> torch.Tensor:
+    """gelu(first half) x second half, over the last dimension.  triton: as for `add_norm`."""
+    if triton and ENABLED:
+        from virnucpro.models import fused_triton
+
+        return fused_triton.geglu(h)
     return _geglu_f(h)
 
 
