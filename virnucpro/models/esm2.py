@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import re
 import zipfile
 from collections.abc import Mapping
@@ -80,7 +81,23 @@ class Rotary(nn.Module):
     def forward(self, q: torch.Tensor, k: torch.Tensor, pos: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         # fp32 in every model dtype: position * inv_freq must stay exact for long proteins.
         angle = pos[:, None, None].float() * self.inv_freq.float()  # [T, 1, Dh/2]
+        if q.is_cuda and rotary_kernel() == "triton":
+            from virnucpro.models import rotary_triton
+
+            return rotary_triton.rotary_(q, k, angle.cos(), angle.sin())
         return fused.rotary(q, k, angle.cos(), angle.sin())
+
+
+ROTARY_ENV = "VIRNUCPRO_ESM_ROTARY"
+
+
+def rotary_kernel() -> str:
+    """ESM-2's rotary on a GPU, from VIRNUCPRO_ESM_ROTARY: "inductor" (default: fused.rotary,
+    compiled by torch.compile in each process) or "triton" (rotary_triton.py, no torch.compile)."""
+    value = os.environ.get(ROTARY_ENV, "").strip().lower() or "inductor"
+    if value not in ("inductor", "triton"):
+        raise ValueError(f"{ROTARY_ENV}={value!r}: expected inductor or triton")
+    return value
 
 
 class SelfAttention(nn.Module):
