@@ -187,11 +187,12 @@ _DNA_ATTENTION_CHOICES = ("flex", "triton", "auto")
 
 
 def dna_attention() -> str:
-    """DNABERT-S's attention setting, from VIRNUCPRO_DNA_ATTENTION: "flex" (default: FlexAttention
-    where `flex_suits`, else SDPA), "triton" (the Triton kernel on CUDA, and no torch.compile
-    anywhere in DNABERT-S; an error where Triton cannot be imported) or "auto" (Triton where it
-    can be imported and the dtype is fast, as for flex; else as "flex")."""
-    value = os.environ.get(DNA_ATTENTION_ENV, "").strip().lower() or "flex"
+    """DNABERT-S's attention setting, from VIRNUCPRO_DNA_ATTENTION: "auto" (default: Triton where
+    it can be imported and the dtype is fast, as for flex; else as "flex"), "flex" (FlexAttention
+    where `flex_suits`, else SDPA) or "triton" (the Triton kernel on CUDA, and no torch.compile
+    anywhere in DNABERT-S; an error where Triton cannot be imported).  The Triton kernel is the
+    default because it measured faster and needs no per-process compilation (docs/PERFORMANCE.md)."""
+    value = os.environ.get(DNA_ATTENTION_ENV, "").strip().lower() or "auto"
     if value not in _DNA_ATTENTION_CHOICES:
         raise InputError(f"{DNA_ATTENTION_ENV}={value!r}: expected one of {', '.join(_DNA_ATTENTION_CHOICES)}")
     return value

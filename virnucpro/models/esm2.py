@@ -9,6 +9,7 @@ renamed on the way in.  No LM head and no contact head: only embeddings are need
 from __future__ import annotations
 
 import argparse
+import functools
 import json
 import os
 import re
@@ -92,12 +93,22 @@ ROTARY_ENV = "VIRNUCPRO_ESM_ROTARY"
 
 
 def rotary_kernel() -> str:
-    """ESM-2's rotary on a GPU, from VIRNUCPRO_ESM_ROTARY: "inductor" (default: fused.rotary,
-    compiled by torch.compile in each process) or "triton" (rotary_triton.py, no torch.compile)."""
-    value = os.environ.get(ROTARY_ENV, "").strip().lower() or "inductor"
-    if value not in ("inductor", "triton"):
-        raise ValueError(f"{ROTARY_ENV}={value!r}: expected inductor or triton")
+    """ESM-2's rotary on a GPU, from VIRNUCPRO_ESM_ROTARY: "auto" (default: "triton" where Triton
+    imports, else "inductor"), "triton" (rotary_triton.py: as fast, and no torch.compile in the
+    process; docs/PERFORMANCE.md) or "inductor" (fused.rotary, compiled by torch.compile)."""
+    value = os.environ.get(ROTARY_ENV, "").strip().lower() or "auto"
+    if value not in ("auto", "inductor", "triton"):
+        raise ValueError(f"{ROTARY_ENV}={value!r}: expected auto, inductor or triton")
+    if value == "auto":
+        return "triton" if _have_triton() else "inductor"
     return value
+
+
+@functools.lru_cache(maxsize=1)
+def _have_triton() -> bool:
+    import importlib.util
+
+    return importlib.util.find_spec("triton") is not None
 
 
 class SelfAttention(nn.Module):
