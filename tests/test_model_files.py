@@ -270,3 +270,24 @@ def test_model_larger_than_free_memory_is_refused_before_reading_weights(tmp_pat
             esm2.load_esm2(str(files["esm"]))
         else:
             dnabert.load_dnabert(str(files["dnabert"]))
+
+
+def test_benchmark_runs_read_the_model_files_each_input_again(tmp_path, monkeypatch):
+    from benchmarks import common
+
+    monkeypatch.setenv("VIRNUCPRO_BENCH_PROFILE", "tiny")
+    monkeypatch.setenv("VIRNUCPRO_BENCH_DATA", str(tmp_path / "bench"))
+    files = common.model_files()
+    assert all(Path(f).is_relative_to(tmp_path / "bench") for f in files.values())
+    assert common.model_files() == files  # written once, then found
+    a, b = tmp_path / "a.fa", tmp_path / "b.fa"
+    a.write_text(FASTA)
+    b.write_text(FASTA.replace("contig_1", "contig_2"))
+    cmd = common.predict_command([str(a), str(b)], str(tmp_path / "out"), 1, ["--no-persistent-models"])
+    assert "--random-weights" not in cmd
+    common.run(cmd, 600)
+    for stem in ("a", "b"):
+        run = json.loads((tmp_path / "out" / stem / "run.json").read_text())
+        assert run["persistent_models"] is False and run["random_weights"] is False
+        assert run["weights"]["esm2"]["path"] == files["esm"] and run["weights"]["dnabert"]["kind"] == "hf"
+        assert run["seconds"]["load_esm2"] > 0
