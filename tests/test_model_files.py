@@ -203,10 +203,18 @@ CASES = {
     "ESM-2 pickle that runs code": lambda t, f: ("esm", _evil(t, "esm.pt", {"model": RunsCode(t / "ran")})),
     "classifier pickle that runs code": lambda t, f: ("classifier", _evil(
         t, "clf.pth", {"hidden_layer.weight": RunsCode(t / "ran")})),
+    "classifier a plain pickle (protocol 4, torch warns)": lambda t, f: ("classifier", _pickled(t, [1, 2, 3])),
     "FASTA as --esm": lambda t, f: ("esm", _write(t / "proteins.pt", ">p1\nMKTAYIAKQR\n")),
     "NaN classifier (safetensors)": lambda t, f: ("classifier", _nan_classifier(t, ".safetensors")),
     "inf classifier (.pth)": lambda t, f: ("classifier", _nan_classifier(t, ".pth")),
 }
+
+
+def _pickled(tmp_path, obj):
+    import pickle
+
+    (tmp_path / "model.pth").write_bytes(pickle.dumps(obj, protocol=4))
+    return tmp_path / "model.pth"
 
 
 def _write(path, text):

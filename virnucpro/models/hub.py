@@ -7,6 +7,7 @@ from __future__ import annotations
 import json
 import os
 import re
+import warnings
 import zipfile
 from pathlib import Path
 from typing import Callable
@@ -79,7 +80,10 @@ def check_fits(n_bytes: int, device, where, what: str) -> None:
     """Refuse a model whose weights alone exceed the memory its device has free."""
     device = _torch().device(device)
     if device.type == "cuda":
-        free, _ = _torch().cuda.mem_get_info(device)
+        cuda = _torch().cuda
+        free, _ = cuda.mem_get_info(device)
+        # Blocks this process's allocator holds but no tensor uses (a model dropped before a reload) are free too.
+        free += cuda.memory_reserved(device) - cuda.memory_allocated(device)
         room = f"{free / 1e9:.1f} GB free on {device}"
     elif device.type == "cpu":
         free = host_memory_available()
@@ -130,7 +134,9 @@ def torch_load(path: Path, allowed: list, what: str):
             raise ModelLoadError(f"{path}: not a readable PyTorch checkpoint ({_plain(e)})") from None
         _refuse(path, [g for g in unsafe if g not in names], what)
     try:
-        with torch.serialization.safe_globals(allowed):
+        # torch warns about unusual pickle protocols on stderr: the user gets one line, ours, or none.
+        with torch.serialization.safe_globals(allowed), warnings.catch_warnings():
+            warnings.simplefilter("ignore")
             return torch.load(path, map_location="cpu", weights_only=True, mmap=is_zip)
     except Exception as e:  # UnpicklingError, RuntimeError or a zip error, depending on the damage
         found = re.search(r"GLOBAL ([\w.]+)", str(e))
@@ -147,6 +153,8 @@ def _refuse(path: Path, unsafe: list[str], what: str) -> None:
 
 def _plain(e: BaseException) -> str:
     """An exception's first line, unless it is torch's weights_only advice, which says nothing about the file."""
-    if "weights_only" in str(e):
-        return "its pickle holds more than tensors and plain containers"
+    text = str(e)
+    if "weights_only" in text:
+        detail = [ln.strip() for ln in text.partition("WeightsUnpickler error:")[2].splitlines() if ln.strip()]
+        return "its pickle cannot be read as weights" + (f": {detail[0]}" if detail else "")
     return first_line(e)
