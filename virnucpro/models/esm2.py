@@ -250,19 +250,27 @@ def _plan(model: ESM2, state: Mapping, rename, where: str) -> dict[str, str]:
         parts = [f"missing {_brief(missing)}" if missing else "", f"unexpected {_brief(unexpected)}" if unexpected else ""]
         raise ModelLoadError(f"{where}: not an ESM-2 checkpoint of this shape: " + "; ".join(p for p in parts if p))
     for name, key in source.items():
-        shape = state.shape(key) if isinstance(state, _SafetensorsState) else getattr(state[key], "shape", None)
-        if not isinstance(state, _SafetensorsState) and not isinstance(state[key], torch.Tensor):
-            raise ModelLoadError(f"{where}: {key} is a {type(state[key]).__name__}, not a tensor")
+        shape = _shape(state, key, where)
         if tuple(shape) != tuple(target[name].shape):
             raise ModelLoadError(f"{where}: {key} has shape {tuple(shape)}, "
                                  f"the configured model expects {tuple(target[name].shape)}")
     return source
 
 
+def _shape(state: Mapping, key, where: str) -> tuple[int, ...]:
+    if isinstance(state, _SafetensorsState):
+        return tuple(state.shape(key))  # from the header: no tensor is read to check it
+    if not isinstance(state[key], torch.Tensor):
+        raise ModelLoadError(f"{where}: {key} is a {type(state[key]).__name__}, not a tensor")
+    return tuple(state[key].shape)
+
+
 def _fill(model: ESM2, state: Mapping, source: dict[str, str], where: str) -> None:
     target = model.state_dict()
     try:
         staged_copy(((target[name], state[key]) for name, key in source.items()), target[next(iter(target))].device)
+    except torch.cuda.OutOfMemoryError:
+        raise
     except (OSError, RuntimeError) as e:  # a file that shrank or a damaged shard after its header was read
         raise ModelLoadError(f"{where}: cannot read the weights ({first_line(e)})") from None
 
