@@ -6,11 +6,12 @@ from . import common
 
 
 def _warm_up(key: str = "reads_file"):
-    # Page cache, kernel caches and the dataset itself: not part of what is timed.
+    # Model files, page cache, kernel caches and the dataset itself: not part of what is timed.
     try:
         common.require_devices(1)
     except NotImplementedError:
         return
+    common.model_files()
     w = common.workload()
     out = tempfile.mkdtemp(prefix="virnucpro-warmup-")
     try:
@@ -30,8 +31,9 @@ class _OneRun:
 
 class TimePredict(_OneRun):
     """Wall time of a whole run over several input files: metagenome-like assemblies (contigs of
-    1-60 kb, mutated copies of stretches of four real genomes) and a file of 150 bp reads.
-    persistent_models=False reloads the models for every input file."""
+    1-60 kb, mutated copies of stretches of four real genomes) and a file of 150 bp reads, the
+    weights read from files in the published formats (common.model_files).  persistent_models=False
+    reads the model files again for every input file."""
     params = [common.N_GPUS, [True, False]]
     param_names = ["n_gpus", "persistent_models"]
 
@@ -78,7 +80,7 @@ class TrackPredictThroughput(_OneRun):
 
 class TimeStartup(_OneRun):
     """Wall time of `predict` on 10 reads: the fixed cost of a run (interpreter, imports, one
-    worker per GPU, model creation, kernel compilation or cache loads).  It is paid once per run
+    worker per GPU, reading the model files, kernel compilation or cache loads).  It is paid once per run
     whatever the input, so it bounds what more GPUs can gain on small inputs; run.json's
     `startup_seconds` and `seconds.load_*` break it down."""
     params = [common.N_GPUS]

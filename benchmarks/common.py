@@ -5,6 +5,8 @@ NotImplementedError in setup, which asv records as NaN ("not measured").
 """
 import ctypes
 import gzip
+import importlib.util
+import json
 import os
 import subprocess
 import sys
@@ -97,11 +99,38 @@ def _revcomp(seq: str) -> str:
     return seq.translate(str.maketrans("ACGTN", "TGCAN"))[::-1]
 
 
+def data_root() -> Path:
+    """Where the suite keeps what it makes once per machine: outside the repository."""
+    return Path(os.environ.get("VIRNUCPRO_BENCH_DATA", Path.home() / ".cache" / "virnucpro-bench"))
+
+
+def model_files(name: str | None = None) -> dict:
+    """The profile's model files in the published formats (a fair-esm ESM-2 .pt, a DNABERT-S
+    snapshot folder, a classifier), random and seeded, written once per machine (5.6 GB at full
+    size).  They are written by this checkout's writer, loaded from its file, so that every commit
+    under test, older ones included, reads the same files as a user's run does."""
+    preset = PROFILES[name or profile_name()]["preset"]
+    index = data_root() / "models" / f"{preset}.json"
+    if index.is_file():
+        files = json.loads(index.read_text())
+        if all(Path(f).exists() for f in files.values()):
+            return files
+    source = Path(__file__).resolve().parents[1] / "virnucpro" / "models" / "weightfiles.py"
+    spec = importlib.util.spec_from_file_location("_bench_weightfiles", source)
+    writer = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(writer)
+    files = {k: str(v) for k, v in writer.model_files(data_root() / "models", preset).items()}
+    tmp = index.with_suffix(".tmp")
+    tmp.write_text(json.dumps(files, indent=1))
+    os.replace(tmp, index)
+    return files
+
+
 def workload(name: str | None = None) -> dict:
     """The profile's input files, made once from the genome and cached.  Deterministic."""
     name = name or profile_name()
     p = PROFILES[name]
-    root = Path(os.environ.get("VIRNUCPRO_BENCH_DATA", Path.home() / ".cache" / "virnucpro-bench")) / name
+    root = data_root() / name
     files = [root / f"genome_part{i + 1}.fna" for i in range(p["parts"])] + [root / "reads.fna"]
     reference = root / f"reference_{p['reference_bp']}bp.fna"
     few_reads = root / f"first_{FEW_READS}_reads.fna"
@@ -133,9 +162,10 @@ def workload(name: str | None = None) -> dict:
 
 
 def predict_command(inputs, out: str, n_gpus: int, extra=()) -> list:
-    p = profile()
+    """`predict` as a user runs it, its weights read from the files of `model_files` (written in setup_cache)."""
+    p, m = profile(), model_files()
     cmd = [sys.executable, "-m", "virnucpro", "predict", *inputs, "-l", str(p["chunk_len"]), "-o", out,
-           "--random-weights", "--preset", p["preset"], "--no-progress", "--force"]
+           "--esm", m["esm"], "--dnabert", m["dnabert"], "--classifier", m["classifier"], "--no-progress", "--force"]
     if p["device"] == "cuda":
         cmd += ["--gpus", str(n_gpus)]
     else:

@@ -211,7 +211,9 @@ def _triton_kernels():
 def dna_backend(device: torch.device, dtype: torch.dtype) -> str:
     """The `packed_alibi_attention` backend that DNABERT-S uses on this device: "triton" or "auto"."""
     setting = dna_attention()
-    if setting == "flex":
+    # "auto" takes the kernel on a GPU only: Triton's interpreter (TRITON_INTERPRET=1, for tests)
+    # would otherwise slip it into every CPU run.
+    if setting == "flex" or (setting == "auto" and device.type != "cuda"):
         return "auto"
     kernels, why = _triton_kernels()
     if kernels is None:

@@ -8,7 +8,6 @@ never runs arbitrary code.
 """
 from __future__ import annotations
 
-import re
 from pathlib import Path
 
 import torch
@@ -16,6 +15,7 @@ import torch.nn as nn
 from safetensors.torch import load_file, save_file
 
 from virnucpro.errors import ModelLoadError
+from virnucpro.models.hub import first_line, torch_load
 
 
 class MLPClassifier(nn.Module):
@@ -45,23 +45,19 @@ def _from_state_dict(state: dict[str, torch.Tensor], path: Path) -> MLPClassifie
         num_class = state["output_layer.weight"].shape[0]
         model = MLPClassifier(inp, hidden, num_class)
         model.load_state_dict(state, strict=True)
-    except (KeyError, RuntimeError, ValueError) as e:
-        raise ModelLoadError(f"{path}: not a VirNucPro classifier ({str(e).splitlines()[0]})") from None
+    except (KeyError, RuntimeError, ValueError, AttributeError, TypeError) as e:
+        raise ModelLoadError(f"{path}: not a VirNucPro classifier ({first_line(e)})") from None
+    # A NaN or inf weight makes every score NaN, and max(-1.0, nan) then calls every chunk viral.
+    bad = {k: int((~torch.isfinite(v)).sum()) for k, v in model.state_dict().items() if v.is_floating_point()}
+    bad = {k: n for k, n in bad.items() if n}
+    if bad:
+        where = ", ".join(f"{n} in {k}" for k, n in bad.items())
+        raise ModelLoadError(f"{path}: the classifier holds non-finite weights (NaN or inf: {where})")
     return model.eval()
 
 
 def _load_pickle(path: Path) -> dict[str, torch.Tensor]:
-    try:
-        with torch.serialization.safe_globals(_ALLOWED):
-            obj = torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as e:  # torch raises UnpicklingError, RuntimeError or zip errors
-        found = re.search(r"Unsupported global: GLOBAL ([\w.]+)", str(e))
-        if found:
-            raise ModelLoadError(
-                f"{path}: refusing to load: the pickle asks for '{found.group(1)}', "
-                "which is not on the allow-list (only the original MLPClassifier format is accepted)"
-            ) from None
-        raise ModelLoadError(f"{path}: cannot read classifier checkpoint ({str(e).splitlines()[0]})") from None
+    obj = torch_load(path, _ALLOWED, "classifier checkpoint")
     if isinstance(obj, nn.Module):
         obj = obj.state_dict()
     if not isinstance(obj, dict):
@@ -78,7 +74,7 @@ def load_classifier(path: str | Path) -> MLPClassifier:
         try:
             state = load_file(str(path))
         except Exception as e:
-            raise ModelLoadError(f"{path}: cannot read safetensors file ({str(e).splitlines()[0]})") from None
+            raise ModelLoadError(f"{path}: cannot read safetensors file ({first_line(e)})") from None
     else:
         state = _load_pickle(path)
     return _from_state_dict(state, path)

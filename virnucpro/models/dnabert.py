@@ -17,7 +17,8 @@ from tokenizers import Tokenizer
 
 from virnucpro.errors import ModelLoadError
 from virnucpro.models import fused
-from virnucpro.models.hub import hf_cache_roots, hf_snapshots
+from virnucpro.models.hub import (check_fits, config_int, first_line, hf_cache_roots, hf_snapshots, read_json_object,
+                                  torch_load)
 from virnucpro.models.alibi import PackedLayout, alibi_slopes, dna_attention, dna_backend, packed_alibi_attention
 from virnucpro.models.pooling import segment_sums
 from virnucpro.presets import PRESETS
@@ -99,7 +100,7 @@ _RENAMES = [
 _IGNORED = re.compile(r"(pooler|cls)\.")
 
 
-def convert_state_dict(state: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+def convert_state_dict(state: dict[str, torch.Tensor], where: Path | str = "") -> dict[str, torch.Tensor]:
     out, unknown = {}, []
     for key, value in state.items():
         key = key.removeprefix("bert.")
@@ -113,33 +114,67 @@ def convert_state_dict(state: dict[str, torch.Tensor]) -> dict[str, torch.Tensor
         else:
             unknown.append(key)
     if unknown:
-        raise ModelLoadError(f"unexpected DNABERT-S weights: {', '.join(unknown[:5])}")
+        raise ModelLoadError(f"{where or 'checkpoint'}: unexpected DNABERT-S weights: {', '.join(unknown[:5])}")
     return out
 
 
 def config_from_json(path: Path) -> dict:
-    cfg = json.loads(path.read_text())
+    cfg = read_json_object(path, "model config")
     if cfg.get("hidden_act", "gelu") != "gelu":
         raise ModelLoadError(f"{path}: hidden_act {cfg['hidden_act']!r} is not supported (expected gelu)")
-    try:
-        return dict(num_layers=cfg["num_hidden_layers"], hidden_size=cfg["hidden_size"],
-                    num_heads=cfg["num_attention_heads"], intermediate_size=cfg["intermediate_size"],
-                    vocab_size=cfg["vocab_size"], type_vocab_size=cfg.get("type_vocab_size", 2),
-                    layer_norm_eps=cfg.get("layer_norm_eps", 1e-12))
-    except KeyError as e:
-        raise ModelLoadError(f"{path}: missing {e} in the model config") from None
+    keys = dict(num_layers="num_hidden_layers", hidden_size="hidden_size", num_heads="num_attention_heads",
+                intermediate_size="intermediate_size", vocab_size="vocab_size")
+    out = {ours: config_int(cfg, theirs, path) for ours, theirs in keys.items()}
+    out["type_vocab_size"] = config_int(cfg, "type_vocab_size", path, 2)
+    eps = cfg.get("layer_norm_eps", 1e-12)
+    if not isinstance(eps, (int, float)) or isinstance(eps, bool) or not 0 <= eps < 1:
+        raise ModelLoadError(f"{path}: 'layer_norm_eps' must be a small number, found {json.dumps(eps)}")
+    if out["hidden_size"] % out["num_heads"]:
+        raise ModelLoadError(f"{path}: hidden_size {out['hidden_size']} does not split into "
+                             f"{out['num_heads']} attention heads")
+    return {**out, "layer_norm_eps": float(eps)}
+
+
+def param_count(num_layers: int, hidden_size: int, intermediate_size: int, vocab_size: int,
+                type_vocab_size: int = 2, **_) -> int:
+    """Weights of the model a config describes, counted without building it."""
+    d, h = hidden_size, intermediate_size
+    per_layer = (3 * d * d + 3 * d) + (d * d + d) + 2 * d + 2 * h * d + (h * d + d) + 2 * d
+    return (vocab_size + type_vocab_size) * d + 2 * d + num_layers * per_layer
+
+
+def weights_file(folder: Path) -> Path:
+    st = folder / "model.safetensors"
+    return st if st.is_file() else folder / "pytorch_model.bin"
 
 
 def _read_weights(folder: Path) -> dict[str, torch.Tensor]:
-    st, pt = folder / "model.safetensors", folder / "pytorch_model.bin"
-    try:
-        if st.is_file():
-            from safetensors.torch import load_file
+    st = pt = weights_file(folder)
+    if st.suffix == ".safetensors":
+        from safetensors.torch import load_file
 
+        try:
+            if st.stat().st_size == 0:
+                raise ValueError("the file is empty")
             return load_file(str(st))
-        return torch.load(pt, map_location="cpu", weights_only=True)
-    except Exception as e:
-        raise ModelLoadError(f"{folder}: cannot read DNABERT-S weights ({str(e).splitlines()[0]})") from None
+        except Exception as e:
+            raise ModelLoadError(f"{st}: not a readable safetensors file ({first_line(e)})") from None
+    state = torch_load(pt, [], "DNABERT-S checkpoint")
+    if not isinstance(state, dict) or not all(isinstance(v, torch.Tensor) for v in state.values()):
+        raise ModelLoadError(f"{pt}: expected a state dict of tensors, found a {type(state).__name__}")
+    return state
+
+
+def _check_shapes(model: nn.Module, state: dict[str, torch.Tensor], where: Path) -> None:
+    target = model.state_dict()
+    missing, unexpected = sorted(set(target) - set(state)), sorted(set(state) - set(target))
+    if missing or unexpected:
+        raise ModelLoadError(f"{where}: the weights do not fit config.json (missing {missing[:3]}, "
+                             f"unexpected {unexpected[:3]})")
+    for k, v in state.items():
+        if v.shape != target[k].shape:
+            raise ModelLoadError(f"{where}: the weights do not fit config.json ({k} has shape {tuple(v.shape)}, "
+                                 f"the config asks for {tuple(target[k].shape)})")
 
 
 def _is_snapshot(folder: Path) -> bool:
@@ -174,7 +209,7 @@ def load_tokenizer(path: Path) -> Tokenizer:
     try:
         tok = Tokenizer.from_file(str(path))
     except Exception as e:
-        raise ModelLoadError(f"{path}: cannot read tokenizer ({str(e).splitlines()[0]})") from None
+        raise ModelLoadError(f"{path}: cannot read tokenizer ({first_line(e)})") from None
     # The published file pads and truncates to 2000; VirNucPro encodes one sequence
     # at a time, which means neither.
     tok.no_padding()
@@ -221,13 +256,13 @@ def load_dnabert(source: str, device="cpu", dtype: torch.dtype = torch.float32, 
         if not tok_path.is_file():
             raise ModelLoadError(f"{folder}: tokenizer.json is missing")
         cfg = config_from_json(folder / "config.json")
-        state = {k: v.to(device=device, dtype=dtype) for k, v in convert_state_dict(_read_weights(folder)).items()}
+        check_fits(param_count(**cfg) * torch.empty(0, dtype=dtype).element_size(), device, folder / "config.json",
+                   f"{cfg['num_layers']}-layer, {cfg['hidden_size']}-wide DNABERT-S")
+        state = convert_state_dict(_read_weights(folder), weights_file(folder))
         with torch.device("meta"):
             model = DNABERTS(**cfg)
-        try:
-            model.load_state_dict(state, strict=True, assign=True)
-        except RuntimeError as e:
-            raise ModelLoadError(f"{folder}: weights do not fit the config ({str(e).splitlines()[0]} ...)") from None
+        _check_shapes(model, state, weights_file(folder))
+        model.load_state_dict({k: v.to(device=device, dtype=dtype) for k, v in state.items()}, strict=True, assign=True)
         kind, info_src = "hf", str(folder.resolve())
     info = {
         "source": info_src, "kind": kind, "layers": cfg["num_layers"], "dim": cfg["hidden_size"],

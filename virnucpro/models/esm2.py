@@ -13,7 +13,6 @@ import functools
 import json
 import os
 import re
-import zipfile
 from collections.abc import Mapping
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -24,7 +23,8 @@ import torch.nn.functional as F
 
 from virnucpro.errors import ModelLoadError
 from virnucpro.models import fused
-from virnucpro.models.hub import hf_cache_roots, hf_snapshots
+from virnucpro.models.hub import (check_fits, config_int, first_line, hf_cache_roots, hf_snapshots, read_json_object,
+                                  torch_load)
 from virnucpro.models.attention import packed_attention, token_index, uses_varlen
 from virnucpro.models.pooling import segment_sums
 from virnucpro.presets import PRESETS
@@ -194,13 +194,21 @@ class ESM2(nn.Module):
 
 # ----------------------------------------------------------------------------- loading
 
-def _empty_model(cfg: ESM2Config, device: torch.device, dtype: torch.dtype) -> ESM2:
-    """The model allocated straight on `device` in `dtype`, values unset: a 3B model bound for a
-    GPU never passes through host memory."""
-    model = ESM2(cfg, device="meta", dtype=dtype).to_empty(device=device)
+def _meta_model(cfg: ESM2Config, dtype: torch.dtype) -> ESM2:
+    return ESM2(cfg, device="meta", dtype=dtype).eval().requires_grad_(False)
+
+
+def _materialize(model: ESM2, device: torch.device) -> ESM2:
+    """Storage for a checked model, allocated straight on `device`, values unset: a 3B model bound
+    for a GPU never passes through host memory."""
+    model = model.to_empty(device=device)
     if device.type != "meta":
         model.reset_rotary()
-    return model.eval().requires_grad_(False)
+    return model
+
+
+def _empty_model(cfg: ESM2Config, device: torch.device, dtype: torch.dtype) -> ESM2:
+    return _materialize(_meta_model(cfg, dtype), device)
 
 
 def _random_model(preset: str, device: torch.device, dtype: torch.dtype, seed: int) -> ESM2:
@@ -224,13 +232,36 @@ def _random_model(preset: str, device: torch.device, dtype: torch.dtype, seed: i
     return model
 
 
+def _checked_config(layers, dim, heads, where, token_dropout: bool = True, eps: float = 1e-5) -> ESM2Config:
+    for key, value in (("layers", layers), ("embedding size", dim), ("attention heads", heads)):
+        if type(value) is not int or value < 1:
+            raise ModelLoadError(f"{where}: the number of {key} must be a positive whole number, found {value!r}")
+    if dim % heads or (dim // heads) % 2:
+        raise ModelLoadError(f"{where}: embedding size {dim} does not split into {heads} attention heads of an "
+                             "even size (rotary positions need one)")
+    return ESM2Config(layers, dim, heads, bool(token_dropout), float(eps))
+
+
+def param_bytes(cfg: ESM2Config, dtype: torch.dtype) -> int:
+    """Bytes of the model's weights, counted from the config: nothing is built to know it."""
+    d = cfg.embed_dim
+    per_layer = 4 * (d * d + d) + 4 * d + (4 * d * d + 4 * d) + (4 * d * d + d)
+    return (len(ALPHABET) * d + cfg.num_layers * per_layer + 2 * d) * torch.empty(0, dtype=dtype).element_size()
+
+
+def _check_fits(cfg: ESM2Config, device, dtype, where) -> None:
+    check_fits(param_bytes(cfg, dtype), device, where,
+               f"{cfg.num_layers}-layer, {cfg.embed_dim}-wide ESM-2 ({str(dtype).removeprefix('torch.')})")
+
+
 def _brief(names) -> str:
     names = sorted(names)
     return ", ".join(names[:4]) + (f" and {len(names) - 4} more" if len(names) > 4 else "")
 
 
-def _fill(model: ESM2, state: Mapping[str, torch.Tensor], rename, where: str) -> None:
-    """Copy checkpoint tensors into the model, converting dtype and device one tensor at a time.
+def _plan(model: ESM2, state: Mapping, rename, where: str) -> dict[str, str]:
+    """Which checkpoint key fills each model tensor, checked against the model's shapes (on the meta
+    device: nothing is allocated before the checkpoint is known to fit).
 
     `rename(key)` gives the model names a checkpoint key fills: [] for parts we do not use (LM
     head, contact head), None for a key that has no place in ESM-2.  Rotary inv_freq may be
@@ -238,32 +269,102 @@ def _fill(model: ESM2, state: Mapping[str, torch.Tensor], rename, where: str) ->
     target = model.state_dict()
     source, unexpected = {}, []
     for key in state.keys():
-        names = rename(key)
+        names = rename(key) if isinstance(key, str) else None
         if names is None or any(n not in target for n in names):
-            unexpected.append(key)
+            unexpected.append(str(key))
         source.update((n, key) for n in names or ())
     missing = [n for n in target if n not in source and not n.endswith("rot_emb.inv_freq")]
     if missing or unexpected:
         parts = [f"missing {_brief(missing)}" if missing else "", f"unexpected {_brief(unexpected)}" if unexpected else ""]
         raise ModelLoadError(f"{where}: not an ESM-2 checkpoint of this shape: " + "; ".join(p for p in parts if p))
-    with torch.no_grad():
-        for name, key in source.items():
-            tensor = state[key]
-            if tensor.shape != target[name].shape:
-                raise ModelLoadError(f"{where}: {key} has shape {tuple(tensor.shape)}, "
-                                     f"the configured model expects {tuple(target[name].shape)}")
-            target[name].copy_(tensor)
+    for name, key in source.items():
+        shape = _shape(state, key, where)
+        if tuple(shape) != tuple(target[name].shape):
+            raise ModelLoadError(f"{where}: {key} has shape {tuple(shape)}, "
+                                 f"the configured model expects {tuple(target[name].shape)}")
+    return source
+
+
+def _shape(state: Mapping, key, where: str) -> tuple[int, ...]:
+    if isinstance(state, _SafetensorsState):
+        return tuple(state.shape(key))  # from the header: no tensor is read to check it
+    if not isinstance(state[key], torch.Tensor):
+        raise ModelLoadError(f"{where}: {key} is a {type(state[key]).__name__}, not a tensor")
+    return tuple(state[key].shape)
+
+
+def _fill(model: ESM2, state: Mapping, source: dict[str, str], where: str) -> None:
+    target = model.state_dict()
+    try:
+        staged_copy(((target[name], state[key]) for name, key in source.items()), target[next(iter(target))].device)
+    except torch.cuda.OutOfMemoryError:
+        raise
+    except (OSError, RuntimeError) as e:  # a file that shrank or a damaged shard after its header was read
+        raise ModelLoadError(f"{where}: cannot read the weights ({first_line(e)})") from None
+
+
+STAGE_BYTES, STAGE_BUFFERS = 32 << 20, 4
+
+
+@torch.no_grad()
+def staged_copy(pairs, device: torch.device, stage_bytes: int | None = None) -> None:
+    """Copy each (dst, src) pair, src a host tensor (memory-mapped from a checkpoint) and dst a
+    tensor of the same shape on `device`, in any dtype.
+
+    On a GPU the bytes go through a few pinned buffers, filled by the host while the GPU copies the
+    previous one, and each tensor is converted on the GPU: a direct `dst.copy_(src)` from pageable
+    memory would first convert on the host (a second full pass over 5.6 GB for ESM-2 3B) and then
+    copy without overlap.  On the CPU each pair is copied in place."""
+    if device.type != "cuda" and stage_bytes is None:
+        for dst, src in pairs:
+            dst.copy_(src)
+        return
+    stage_bytes = stage_bytes or STAGE_BYTES
+    cuda = device.type == "cuda"
+    host = [torch.empty(stage_bytes, dtype=torch.uint8, pin_memory=cuda) for _ in range(STAGE_BUFFERS)]
+    dev = [torch.empty(stage_bytes, dtype=torch.uint8, device=device) for _ in host] if cuda else host
+    stream = torch.cuda.Stream(device) if cuda else None
+    done: list = [None] * len(host)
+    state = {"buf": 0, "fill": 0, "pieces": []}
+
+    def flush():
+        i, fill, pieces = state["buf"], state["fill"], state["pieces"]
+        if pieces:
+            if cuda:
+                with torch.cuda.stream(stream):
+                    dev[i][:fill].copy_(host[i][:fill], non_blocking=True)
+                    for dst, a, n, dtype, off in pieces:
+                        dst[a:a + n].copy_(dev[i][off:off + n * dtype.itemsize].view(dtype))
+                    done[i] = torch.cuda.Event()
+                    done[i].record(stream)
+            else:
+                for dst, a, n, dtype, off in pieces:
+                    dst[a:a + n].copy_(host[i][off:off + n * dtype.itemsize].view(dtype))
+        i = (i + 1) % len(host)
+        if done[i] is not None:
+            done[i].synchronize()  # the GPU has read this buffer: the host may fill it again
+        state.update(buf=i, fill=0, pieces=[])
+
+    for dst, src in pairs:
+        flat, out = src.contiguous().view(-1), dst.view(-1)
+        size, a = flat.element_size(), 0
+        while a < flat.numel():
+            fill = -(-state["fill"] // 64) * 64  # every piece starts aligned for any dtype's view
+            n = min((stage_bytes - fill) // size, flat.numel() - a)
+            if n <= 0:
+                flush()
+                continue
+            host[state["buf"]][fill:fill + n * size].copy_(flat[a:a + n].view(torch.uint8))
+            state["pieces"].append((out, a, n, flat.dtype, fill))
+            state["fill"], a = fill + n * size, a + n
+    flush()
+    if cuda:
+        stream.synchronize()
 
 
 def _torch_load(path: Path):
-    try:
-        # The checkpoint's config is an argparse.Namespace: allow exactly that class and no other code.
-        with torch.serialization.safe_globals([argparse.Namespace]):
-            return torch.load(path, map_location="cpu", weights_only=True, mmap=zipfile.is_zipfile(path))
-    except Exception as e:  # UnpicklingError, RuntimeError or a zip error, depending on the damage
-        found = re.search(r"unsupported (?:global: )?GLOBAL ([\w.]+)", str(e), re.IGNORECASE)
-        why = f"it asks to unpickle '{found.group(1)}', which is not allowed" if found else str(e).splitlines()[0]
-        raise ModelLoadError(f"{path}: cannot read checkpoint safely ({why})") from None
+    # The checkpoint's config is an argparse.Namespace: allow exactly that class and no other code.
+    return torch_load(path, [argparse.Namespace], "ESM-2 checkpoint")
 
 
 def _fair_esm_name(key: str) -> list[str]:
@@ -275,14 +376,20 @@ def _load_fair_esm(path: Path, device, dtype) -> tuple[ESM2, dict]:
     data = _torch_load(path)
     try:
         args = data["cfg"]["model"]
-        cfg = ESM2Config(args.encoder_layers, args.encoder_embed_dim, args.encoder_attention_heads,
-                         bool(getattr(args, "token_dropout", True)))
+        layers, dim, heads = args.encoder_layers, args.encoder_embed_dim, args.encoder_attention_heads
+        token_dropout = getattr(args, "token_dropout", True)
         state = data["model"]
-    except (KeyError, TypeError, AttributeError) as e:
+        if not isinstance(state, Mapping):
+            raise TypeError(f"'model' is a {type(state).__name__}")
+    except (KeyError, TypeError, AttributeError, IndexError) as e:
         raise ModelLoadError(f"{path}: not a fair-esm ESM-2 checkpoint, which holds 'model' (a state dict) and "
                              f"'cfg': {{'model': Namespace(encoder_layers, ...)}} ({type(e).__name__}: {e})") from None
-    model = _empty_model(cfg, device, dtype)
-    _fill(model, state, _fair_esm_name, str(path))
+    cfg = _checked_config(layers, dim, heads, path, token_dropout)
+    _check_fits(cfg, device, dtype, path)
+    model = _meta_model(cfg, dtype)
+    source = _plan(model, state, _fair_esm_name, str(path))
+    model = _materialize(model, device)
+    _fill(model, state, source, str(path))
     return model, {"kind": "fair-esm", "path": str(path)}
 
 
@@ -325,16 +432,27 @@ def _hf_renamer(num_layers: int):
 
 class _SafetensorsState(Mapping):
     """Tensors of one or more .safetensors files, read only when asked for (host memory stays
-    at one tensor, not the whole model)."""
+    at one tensor, not the whole model); shapes come from the headers alone."""
 
     def __init__(self, files: list[Path]):
         from safetensors import safe_open
 
-        self._handles = [safe_open(str(f), framework="pt", device="cpu") for f in files]
-        self._where = {k: h for h in self._handles for k in h.keys()}
+        self._handles, self._where = [], {}
+        for f in files:
+            try:
+                if f.stat().st_size == 0:
+                    raise ValueError("the file is empty")
+                h = safe_open(str(f), framework="pt", device="cpu")
+            except Exception as e:
+                raise ModelLoadError(f"{f}: not a readable safetensors file ({first_line(e)})") from None
+            self._handles.append(h)
+            self._where.update((k, (h, f)) for k in h.keys())
+
+    def shape(self, key) -> list[int]:
+        return self._where[key][0].get_slice(key).get_shape()
 
     def __getitem__(self, key):
-        return self._where[key].get_tensor(key)
+        return self._where[key][0].get_tensor(key)
 
     def __iter__(self):
         return iter(self._where)
@@ -349,39 +467,57 @@ def _hf_weight_files(folder: Path) -> tuple[str, list[Path]] | None:
             return kind, [folder / single]
         index = folder / f"{single}.index.json"
         if index.is_file():
-            shards = sorted(set(json.loads(index.read_text())["weight_map"].values()))
-            return kind, [folder / s for s in shards]
+            return kind, _shards(index)
     return None
 
 
+def _shards(index: Path) -> list[Path]:
+    """The shard files a sharded checkpoint's index names, each a file beside the index."""
+    weight_map = read_json_object(index, "checkpoint index").get("weight_map")
+    if not isinstance(weight_map, dict) or not weight_map or not all(isinstance(v, str) for v in weight_map.values()):
+        raise ModelLoadError(f"{index}: 'weight_map' must be a JSON object from tensor names to shard file names")
+    shards = []
+    for name in sorted(set(weight_map.values())):
+        shard = index.parent / name
+        if Path(name).name != name or not shard.is_file():
+            raise ModelLoadError(f"{index}: names shard {name!r}, which is not a file beside it")
+        shards.append(shard)
+    return shards
+
+
 def _load_hf(folder: Path, device, dtype) -> tuple[ESM2, dict]:
-    try:
-        conf = json.loads((folder / "config.json").read_text())
-    except (OSError, ValueError) as e:
-        raise ModelLoadError(f"{folder}: no readable config.json for an HF ESM-2 snapshot ({e})") from None
+    if not (folder / "config.json").is_file():
+        raise ModelLoadError(f"{folder}: no config.json: not an HF ESM-2 snapshot folder")
+    where = folder / "config.json"
+    conf = read_json_object(where, "model config")
     if conf.get("position_embedding_type") != "rotary" or conf.get("emb_layer_norm_before"):
-        raise ModelLoadError(f"{folder}: config.json describes an ESM model that is not ESM-2 "
+        raise ModelLoadError(f"{where}: describes an ESM model that is not ESM-2 "
                              "(ESM-2 has rotary positions and no embedding LayerNorm)")
-    try:
-        # Defaults are transformers' EsmConfig defaults, which apply when a key is absent.
-        cfg = ESM2Config(conf["num_hidden_layers"], conf["hidden_size"], conf["num_attention_heads"],
-                         bool(conf.get("token_dropout", False)), float(conf.get("layer_norm_eps", 1e-12)))
-    except KeyError as e:
-        raise ModelLoadError(f"{folder}/config.json: {e} is missing") from None
-    if conf.get("intermediate_size", 4 * cfg.embed_dim) != 4 * cfg.embed_dim:
-        raise ModelLoadError(f"{folder}: intermediate_size must be 4 x hidden_size for ESM-2")
+    layers, dim, heads = (config_int(conf, k, where) for k in ("num_hidden_layers", "hidden_size", "num_attention_heads"))
+    eps = conf.get("layer_norm_eps", 1e-12)  # transformers' EsmConfig defaults apply when a key is absent
+    if not isinstance(eps, (int, float)) or isinstance(eps, bool) or not 0 <= eps < 1:
+        raise ModelLoadError(f"{where}: 'layer_norm_eps' must be a small number, found {json.dumps(eps)}")
+    cfg = _checked_config(layers, dim, heads, where, conf.get("token_dropout", False), eps)
+    if conf.get("intermediate_size", 4 * dim) != 4 * dim:
+        raise ModelLoadError(f"{where}: intermediate_size must be 4 x hidden_size for ESM-2")
+    _check_fits(cfg, device, dtype, where)
     found = _hf_weight_files(folder)
     if found is None:
         raise ModelLoadError(f"{folder}: no model.safetensors or pytorch_model.bin (or their .index.json)")
     kind, files = found
-    model = _empty_model(cfg, device, dtype)
     if kind == "safetensors":
         state = _SafetensorsState(files)
     else:
         state = {}
         for f in files:
-            state.update(_torch_load(f))
-    _fill(model, state, _hf_renamer(cfg.num_layers), str(folder))
+            part = _torch_load(f)
+            if not isinstance(part, Mapping):
+                raise ModelLoadError(f"{f}: expected a state dict, found a {type(part).__name__}")
+            state.update(part)
+    model = _meta_model(cfg, dtype)
+    source = _plan(model, state, _hf_renamer(cfg.num_layers), str(folder))
+    model = _materialize(model, device)
+    _fill(model, state, source, str(folder))
     return model, {"kind": "hf", "path": str(folder)}
 
 
