@@ -288,7 +288,7 @@ def test_disk_full_while_writing_results(baseline, tmp_path, capsys, fault, monk
     fault("write:2:enospc")
     assert predict(out) == 1
     err = capsys.readouterr().err
-    assert "No space left on device" in err and ".edge_cases.partial-" in err
+    assert "No space left on device" in err and str(out / ".virnucpro" / "partial" / "edge_cases.") in err
     assert sorted(p.name for p in out.iterdir()) == [".virnucpro", "KK037166"]
     monkeypatch.delenv(faults.ENV)
     assert predict(out, "--resume") == 0
@@ -355,3 +355,19 @@ def test_ranges_cover_every_orf_once_and_balance_the_ranks(n, every, world):
     assert max(sizes) <= every and len(set(sizes[:-1])) <= 1
     per_rank = [sum(sizes[r::world]) for r in range(world)]
     assert max(per_rank) - min(per_rank) <= max(sizes)
+
+
+def test_resume_refuses_a_user_folder_in_the_way(tmp_path, capsys, fault, monkeypatch):
+    out = tmp_path / "out"
+    fault("checkpoint:3:enospc")
+    assert predict(out) == 1
+    monkeypatch.delenv(faults.ENV)
+    (out / "KK037166").mkdir()
+    (out / "KK037166" / "thesis.txt").write_text("mine")
+    before = {p: p.read_bytes() for p in out.rglob("*") if p.is_file()}
+    capsys.readouterr()
+    assert predict(out, "--resume") == 2
+    err = capsys.readouterr().err.strip()
+    assert len(err.splitlines()) == 1 and f"{out / 'KK037166'}:" in err
+    assert {p: p.read_bytes() for p in out.rglob("*") if p.is_file()} == before
+

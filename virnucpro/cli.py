@@ -118,15 +118,19 @@ def _exit_code(e: VirnucproError) -> int:
 
 
 def cmd_orfs(args) -> int:
+    from virnucpro import owned
     from virnucpro.outputs import write_orf_files
     from virnucpro.pipeline import StageClock, prepare, read_inputs
 
     out = Path(args.out)
     _check_out(out, args.force)
+    if args.force and (why := owned.orf_files_in_the_way(out)):
+        raise InputError(f"{why}; --force replaces only the files of an earlier `virnucpro orfs`: move it away")
     (data,) = read_inputs([args.input])
     prepare(data, args.chunk_length, StageClock())
     out.mkdir(parents=True, exist_ok=True)
     write_orf_files(out, data)
+    owned.stamp_orf_files(out)
     print(f"{data.path}: {len(data.records)} sequences, {len(data.chunks)} chunks, {len(data.orfs)} ORFs -> {out}",
           file=sys.stderr)
     return 0
