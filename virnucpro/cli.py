@@ -3,13 +3,17 @@
 Exit codes: 0 success; 2 bad input or usage (nothing written), including an output
 folder in use by another run and a --resume whose inputs or options differ; 3 a model
 or checkpoint could not be loaded; 1 any other failure (unwritable output, a worker
-that died, out of GPU memory).  docs/RELIABILITY.md says what --resume promises.
+that died, out of GPU memory); 130 / 143 interrupted by SIGINT / SIGTERM (resumable).
+docs/RELIABILITY.md says what --resume promises.
 """
 from __future__ import annotations
 
 import argparse
 import os
+import signal
 import sys
+import threading
+from contextlib import contextmanager
 from pathlib import Path
 
 from virnucpro import __version__
@@ -243,8 +247,51 @@ def cmd_predict(args) -> int:
 
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
+    line = INTERRUPTED if args.command == "predict" else "interrupted"
+    with _interruptible(line):
+        try:
+            return {"orfs": cmd_orfs, "predict": cmd_predict}[args.command](args)
+        except VirnucproError as e:
+            print(f"virnucpro: error: {e}", file=sys.stderr)
+            return _exit_code(e)
+        except KeyboardInterrupt as e:
+            # Saved ranges are complete files, and unwinding removed the temp files of the step in flight.
+            print(line, file=sys.stderr)
+            return 128 + getattr(e, "signum", signal.SIGINT)
+
+
+INTERRUPTED = "interrupted: run the same command with --resume to continue"
+
+
+class Interrupted(KeyboardInterrupt):
+    """SIGINT or SIGTERM (what a batch scheduler sends at its time limit), raised in the main thread."""
+
+    def __init__(self, signum: int):
+        super().__init__(signal.Signals(signum).name)
+        self.signum = signum
+
+
+@contextmanager
+def _interruptible(line: str):
+    """Turn SIGINT and SIGTERM into Interrupted, so that the run unwinds: the lock is released and
+    temp files are removed.  A second signal while it unwinds ends the process at once; what is saved
+    stays valid, as after a kill."""
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+    hit = []
+
+    def handler(signum, frame):
+        if hit:
+            os.write(2, f"{line}\n".encode())
+            os._exit(128 + signum)
+        hit.append(signum)
+        raise Interrupted(signum)
+
+    before = {sig: signal.signal(sig, handler) for sig in (signal.SIGINT, signal.SIGTERM)}
     try:
-        return {"orfs": cmd_orfs, "predict": cmd_predict}[args.command](args)
-    except VirnucproError as e:
-        print(f"virnucpro: error: {e}", file=sys.stderr)
-        return _exit_code(e)
+        yield
+    finally:
+        for sig, h in before.items():
+            if h is not None:  # None: a handler not set from Python, which cannot be put back
+                signal.signal(sig, h)
