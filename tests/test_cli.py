@@ -423,3 +423,22 @@ def test_orfs_force_replaces_only_its_own_files(tmp_path, capsys):
     (mine / "chunks.fa").write_text(">edited by hand\nACGT\n")
     assert main(["orfs", src, "-l", "500", "-o", str(mine), "--force"]) == 2
     assert (mine / "chunks.fa").read_text() == ">edited by hand\nACGT\n"
+
+
+def test_a_result_folder_is_replaced_only_when_this_run_made_it(tmp_path):
+    from virnucpro import pipeline
+    from virnucpro.errors import InputError
+    from virnucpro.outputs import write_result_dir
+
+    data = pipeline.prepare(pipeline.read_inputs([fasta(tmp_path / "s.fa")])[0], 300, pipeline.StageClock())
+    n = len(data.orfs)
+    pred = pipeline.Prediction(np.zeros((n, 2), np.float32), np.full((n, 2), 0.5, np.float32),
+                               np.zeros((n, 4), np.float32))
+    out = tmp_path / "out"
+    write_result_dir(out, data, pred, {}, True)
+    write_result_dir(out, data, pred, {}, True)  # its own folder: replaced
+    (out / "s" / "extra.txt").write_text("a user's file")
+    with pytest.raises(InputError, match="extra.txt"):
+        write_result_dir(out, data, pred, {}, True)
+    assert (out / "s" / "extra.txt").read_text() == "a user's file"
+    assert (out / "s" / "prediction_results.txt").is_file()

@@ -378,7 +378,8 @@ INTERRUPTED = "interrupted: run the same command with --resume to continue"
 INTERRUPTS = {"SIGINT": ("esm2:3:stop", (), signal.SIGINT, "main"),
               "SIGTERM": ("esm2:3:stop", (), signal.SIGTERM, "main"),
               "SIGTERM-2-workers": ("esm2:2:stop@1", ("--cpu-workers", "2"), signal.SIGTERM, "main"),
-              "SIGINT-2-workers-group": ("esm2:2:stop@1", ("--cpu-workers", "2"), signal.SIGINT, "group")}
+              "SIGINT-2-workers-group": ("esm2:2:stop@1", ("--cpu-workers", "2"), signal.SIGINT, "group"),
+              "SIGTERM-2-workers-group": ("esm2:2:stop@1", ("--cpu-workers", "2"), signal.SIGTERM, "group")}
 
 
 def _state(pid):
