@@ -14,7 +14,6 @@ import json
 import os
 from pathlib import Path
 
-
 MARKER = ".virnucpro-result"
 ORF_MARKER = ".virnucpro-orfs"
 ORF_FILES = ("chunks.fa", "orfs.fna", "orfs.faa")
