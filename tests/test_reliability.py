@@ -40,10 +40,10 @@ def predict(out, *extra, inputs=INPUTS):
     return main(["predict", *inputs, *OPTS, "-o", str(out), *extra])
 
 
-def launch(out, fault, *extra):
+def launch(out, fault, *extra, **popen):
     return subprocess.Popen([sys.executable, "-m", "virnucpro", "predict", *INPUTS, *OPTS, "-o", str(out), *extra],
                             env={**os.environ, faults.ENV: fault}, cwd=ROOT, stdout=subprocess.PIPE,
-                            stderr=subprocess.PIPE, text=True)
+                            stderr=subprocess.PIPE, text=True, **popen)
 
 
 def reused(out, stem="KK037166"):
@@ -288,7 +288,7 @@ def test_disk_full_while_writing_results(baseline, tmp_path, capsys, fault, monk
     fault("write:2:enospc")
     assert predict(out) == 1
     err = capsys.readouterr().err
-    assert "No space left on device" in err and ".edge_cases.partial-" in err
+    assert "No space left on device" in err and str(out / ".virnucpro" / "partial" / "edge_cases.") in err
     assert sorted(p.name for p in out.iterdir()) == [".virnucpro", "KK037166"]
     monkeypatch.delenv(faults.ENV)
     assert predict(out, "--resume") == 0
@@ -427,3 +427,81 @@ def test_non_finite_embeddings_stop_the_run_and_nothing_is_written(tmp_path, cap
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1 and "ESM-2 embeddings hold NaN or infinite values" in err[0], err
     assert not out.exists()  # nothing worth keeping was made, so the folder this run created is gone
+
+
+def test_resume_refuses_a_user_folder_in_the_way(tmp_path, capsys, fault, monkeypatch):
+    out = tmp_path / "out"
+    fault("checkpoint:3:enospc")
+    assert predict(out) == 1
+    monkeypatch.delenv(faults.ENV)
+    (out / "KK037166").mkdir()
+    (out / "KK037166" / "thesis.txt").write_text("mine")
+    before = {p: p.read_bytes() for p in out.rglob("*") if p.is_file()}
+    capsys.readouterr()
+    assert predict(out, "--resume") == 2
+    err = capsys.readouterr().err.strip()
+    assert len(err.splitlines()) == 1 and f"{out / 'KK037166'}:" in err
+    assert {p: p.read_bytes() for p in out.rglob("*") if p.is_file()} == before
+
+
+INTERRUPTED = "interrupted: run the same command with --resume to continue"
+# case -> (fault that stops a process with SIGSTOP, options, signal, sent to the main process or its group);
+# esm2:3 stops the only process after two saved ranges, esm2:2@1 stops rank 1 after its first (15-30)
+INTERRUPTS = {"SIGINT": ("esm2:3:stop", (), signal.SIGINT, "main"),
+              "SIGTERM": ("esm2:3:stop", (), signal.SIGTERM, "main"),
+              "SIGTERM-2-workers": ("esm2:2:stop@1", ("--cpu-workers", "2"), signal.SIGTERM, "main"),
+              "SIGINT-2-workers-group": ("esm2:2:stop@1", ("--cpu-workers", "2"), signal.SIGINT, "group"),
+              "SIGTERM-2-workers-group": ("esm2:2:stop@1", ("--cpu-workers", "2"), signal.SIGTERM, "group")}
+
+
+def _state(pid):
+    try:
+        return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
+    except OSError:
+        return None
+
+
+@pytest.fixture(scope="module")
+def interrupted(tmp_path_factory):
+    """Every case at once; each run stops itself at a known point, then gets its signal as from a
+    batch scheduler (the main process) or a terminal's Ctrl-C (the whole process group)."""
+    root = tmp_path_factory.mktemp("interrupted")
+    runs = {c: (root / c, launch(root / c, fault, *extra, start_new_session=True))
+            for c, (fault, extra, _, _) in INTERRUPTS.items()}
+    try:
+        found = {}
+        for case, (out, p) in runs.items():
+            _, _, sig, to = INTERRUPTS[case]
+            deadline = time.monotonic() + 240
+            while not any(_state(pid) == "T" for pid in (p.pid, *(c for c, _ in _children(p.pid)))):
+                assert p.poll() is None and time.monotonic() < deadline, p.stderr.read() if p.poll() else ""
+                time.sleep(0.2)
+            workers = [pid for pid, _ in _children(p.pid)]
+            (os.killpg if to == "group" else os.kill)(p.pid, sig)
+            if _state(p.pid) == "T":
+                os.kill(p.pid, signal.SIGCONT)
+            found[case] = (out, workers)
+        return {c: (out, p.wait(timeout=120), p.stderr.read(), found[c][1]) for c, (out, p) in runs.items()}
+    finally:
+        for _, p in runs.values():
+            if p.poll() is None:
+                os.killpg(p.pid, signal.SIGKILL)
+                p.wait()
+
+
+@pytest.mark.parametrize("case", list(INTERRUPTS))
+def test_interrupt_says_one_line_and_resume_is_byte_identical(interrupted, baseline, case):
+    out, rc, err, workers = interrupted[case]
+    assert rc == 128 + INTERRUPTS[case][2], err[-3000:]
+    assert err.strip() == INTERRUPTED
+    deadline = time.monotonic() + 30
+    while any(map(_alive, workers)):
+        assert time.monotonic() < deadline, "workers outlived their interrupted main process"
+        time.sleep(0.2)
+    if not workers:  # the main process unwound: the temp file of the step in flight is gone
+        assert not list((out / checkpoint.DIR).rglob(".*.tmp-*"))
+    assert "15-30.npz" in saved(out)
+    assert predict(out, "--resume") == 0  # the lock was released
+    assert_same_results(out, baseline)
+    assert not list((out / checkpoint.DIR).rglob(".*.tmp-*"))  # a killed worker's, removed by the resume
+    assert reused(out) >= 2 if INTERRUPTS[case][0] == "esm2:3:stop" else reused(out) >= 1

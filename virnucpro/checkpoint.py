@@ -16,12 +16,13 @@ import hashlib
 import json
 import os
 import shutil
+import uuid
 from contextlib import contextmanager, suppress
 from pathlib import Path
 
 import numpy as np
 
-from virnucpro import faults
+from virnucpro import faults, owned
 from virnucpro.errors import InputError, VirnucproError
 
 DIR = ".virnucpro"
@@ -124,15 +125,20 @@ class Store:
     @contextmanager
     def session(self, fields: dict, layout: dict, resume: bool):
         """Lock OUT, then continue the run recorded there (resume) or start a new record.
-        A failure before anything worth keeping was made removes an OUT this call created."""
-        created = not self.out.exists()
+        A failure before anything worth keeping was made removes what this call created:
+        OUT/.virnucpro/ and the folders made for OUT, if they are empty then."""
+        made = [p for p in (self.out, *self.out.parents) if not p.exists()]
+        root_made = not self.root.exists()
         try:
             self._lock()
             self._begin(fields, layout, resume)
             yield self
         except BaseException:
-            if created and self._lock_fd is not None and self._worthless():
-                shutil.rmtree(self.out, ignore_errors=True)
+            if root_made and self._lock_fd is not None and self._worthless(fields):
+                shutil.rmtree(self.root, ignore_errors=True)
+                for p in made:  # innermost first; rmdir leaves anything a user put there meanwhile
+                    with suppress(OSError):
+                        p.rmdir()
             raise
         finally:
             if self._lock_fd is not None:
@@ -157,6 +163,7 @@ class Store:
 
     def _begin(self, fields: dict, layout: dict, resume: bool) -> None:
         fp = digest(fields)
+        stems = [x["name"] for x in fields["inputs"]]
         if resume and self.manifest_path.exists():
             m = self.read_manifest()
             if m.get("format") != FORMAT or m.get("fingerprint") != fp:
@@ -164,26 +171,71 @@ class Store:
                 raise InputError(f"--resume: {self.out} holds a run with other inputs or options ({why}); "
                                  "repeat that run's command, or start over with --force instead of --resume")
             self.manifest = m
+            if "run" not in m:
+                m["run"] = uuid.uuid4().hex
+                self.write_manifest()
+            # A finished input's folder is kept as it is; every other result folder is written anew.
+            done = {s for s, e in m["inputs"].items() if e.get("done") and (self.out / s).is_dir()}
+            self._refuse_in_the_way([s for s in stems if s not in done], {m["run"]})
         else:
-            with writing(self.root):
+            earlier = self._earlier_results()
+            self._refuse_in_the_way(stems, set(), also_removed=earlier)
+            with writing(self.out):
+                for p in earlier:
+                    shutil.rmtree(p)
                 shutil.rmtree(self.root / "ranges", ignore_errors=True)
-            self.manifest = {"format": FORMAT, "fingerprint": fp, "fields": fields, "layout": layout, "inputs": {}}
+            self.manifest = {"format": FORMAT, "fingerprint": fp, "run": uuid.uuid4().hex, "fields": fields,
+                             "layout": layout, "inputs": {}}
             self.write_manifest()
         self._clean_stale()
 
+    def _earlier_results(self) -> list[Path]:
+        """The result folders of the run recorded in OUT (the one --force replaces): the folders of
+        its inputs whose marker names it.  Refused when one of them holds anything it did not write."""
+        try:
+            m = json.loads(self.manifest_path.read_text())
+        except (OSError, ValueError):
+            return []
+        if not isinstance(m, dict) or not isinstance(m.get("run"), str):
+            return []
+        listed = m.get("fields", {}).get("inputs") if isinstance(m.get("fields"), dict) else None
+        names = [x.get("name") for x in listed if isinstance(x, dict)] if isinstance(listed, list) else []
+        names += list(m["inputs"]) if isinstance(m.get("inputs"), dict) else []
+        found = []
+        for name in sorted({n for n in names if isinstance(n, str) and owned.plain_name(n)}):
+            path = self.out / name
+            if not path.is_dir() or path.is_symlink() or owned.marker_run(path) != m["run"]:
+                continue  # not a folder of that run: left alone, and refused below if it is in the way
+            why = owned.problem(path, {m["run"]})
+            if why:
+                raise InputError(f"{why}; it is in a result folder of the earlier run, which --force "
+                                 "would remove: move it away first")
+            found.append(path)
+        return found
+
+    def _refuse_in_the_way(self, stems, runs, also_removed=()) -> None:
+        """Before anything is written: a result folder may replace only a folder of this run."""
+        for stem in stems:
+            path = self.out / stem
+            if path in also_removed:
+                continue
+            why = owned.problem(path, runs)
+            if why:
+                raise InputError(f"{why}; this run would write the results of input '{stem}' there: move it "
+                                 "away or choose another --out")
+
     def _clean_stale(self) -> None:
-        """Leftovers of a killed run: nobody else writes here while we hold the lock."""
-        with writing(self.out):
-            for p in self.out.glob(".*.partial-*"):
-                shutil.rmtree(p)
+        """Leftovers of a killed run, all under OUT/.virnucpro/: nobody else writes there while we hold the lock."""
+        with writing(self.root):
+            shutil.rmtree(self.root / "partial", ignore_errors=True)
             for p in [*self.root.glob(".*.tmp-*"), *self.root.glob("ranges/*/.*.tmp-*")]:
                 p.unlink()
 
-    def _worthless(self) -> bool:
-        if not self.out.is_dir():
-            return True
-        return (all(p.name == DIR for p in self.out.iterdir())
-                and not any((self.root / "ranges").glob("*/*.npz")))
+    def _worthless(self, fields: dict) -> bool:
+        """Nothing saved yet: no range file and no result folder of this run."""
+        run = self.manifest.get("run")
+        return (not any((self.root / "ranges").glob("*/*.npz"))
+                and not any(owned.marker_run(self.out / x["name"]) == run for x in fields["inputs"]))
 
     # --- manifest (written by the main rank only) ---
 

@@ -3,14 +3,18 @@
 Exit codes: 0 success; 2 bad input or usage (nothing written), including an output
 folder in use by another run and a --resume whose inputs or options differ; 3 a model
 or checkpoint could not be loaded; 1 any other failure (unwritable output, a worker
-that died, out of GPU memory).  docs/RELIABILITY.md says what --resume promises.
+that died, out of GPU memory); 130 / 143 interrupted by SIGINT / SIGTERM (resumable).
+docs/RELIABILITY.md says what --resume promises.
 """
 from __future__ import annotations
 
 import argparse
 import os
+import signal
 import sys
+import threading
 import time
+from contextlib import contextmanager
 from pathlib import Path
 
 from virnucpro import __version__, trace
@@ -146,13 +150,17 @@ def _exit_code(e: VirnucproError) -> int:
 
 
 def cmd_orfs(args) -> int:
+    from virnucpro import owned
     from virnucpro.fasta import FastaReader
     from virnucpro.orf_files import write_orf_files
 
     out = Path(args.out)
     _check_out(out, args.force)
+    if args.force and (why := owned.orf_files_in_the_way(out)):
+        raise InputError(f"{why}; --force replaces only the files of an earlier `virnucpro orfs`: move it away")
     reader = FastaReader(args.input)
     n = write_orf_files(out, reader, args.chunk_length)
+    owned.stamp_orf_files(out)
     rna = f" ({reader.rna_bases} U read as T)" if reader.rna_bases else ""
     print(f"{reader.label}: {n.sequences} sequences{rna}, {n.chunks} chunks, {n.orfs} ORFs -> {out}", file=sys.stderr)
     return 0
@@ -289,11 +297,17 @@ def main(argv: list[str] | None = None) -> int:
     trace.mark("process_start", started)
     args = build_parser().parse_args(argv)
     args.started_unix = started
-    try:
-        return {"orfs": cmd_orfs, "predict": cmd_predict}[args.command](args)
-    except VirnucproError as e:
-        print(f"virnucpro: error: {e}", file=sys.stderr)
-        return _exit_code(e)
+    line = INTERRUPTED if args.command == "predict" else "interrupted"
+    with _interruptible(line):
+        try:
+            return {"orfs": cmd_orfs, "predict": cmd_predict}[args.command](args)
+        except VirnucproError as e:
+            print(f"virnucpro: error: {e}", file=sys.stderr)
+            return _exit_code(e)
+        except KeyboardInterrupt as e:
+            # Saved ranges are complete files, and unwinding removed the temp files of the step in flight.
+            print(line, file=sys.stderr)
+            return 128 + getattr(e, "signum", signal.SIGINT)
 
 
 def entry() -> None:
@@ -307,3 +321,40 @@ def entry() -> None:
     sys.stdout.flush()
     sys.stderr.flush()
     os._exit(rc)
+
+
+INTERRUPTED = "interrupted: run the same command with --resume to continue"
+
+
+class Interrupted(KeyboardInterrupt):
+    """SIGINT or SIGTERM (what a batch scheduler sends at its time limit), raised in the main thread."""
+
+    def __init__(self, signum: int):
+        super().__init__(signal.Signals(signum).name)
+        self.signum = signum
+
+
+@contextmanager
+def _interruptible(line: str):
+    """Turn SIGINT and SIGTERM into Interrupted, so that the run unwinds: the lock is released and
+    temp files are removed.  A second signal while it unwinds ends the process at once; what is saved
+    stays valid, as after a kill."""
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+    hit = []
+
+    def handler(signum, frame):
+        if hit:
+            os.write(2, f"{line}\n".encode())
+            os._exit(128 + signum)
+        hit.append(signum)
+        raise Interrupted(signum)
+
+    before = {sig: signal.signal(sig, handler) for sig in (signal.SIGINT, signal.SIGTERM)}
+    try:
+        yield
+    finally:
+        for sig, h in before.items():
+            if h is not None:  # None: a handler not set from Python, which cannot be put back
+                signal.signal(sig, h)

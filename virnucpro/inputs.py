@@ -7,7 +7,7 @@ from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from virnucpro import faults
+from virnucpro import faults, owned
 from virnucpro.chunking import Chunk, chunk_records
 from virnucpro.errors import InputError
 from virnucpro.fasta import FastaReader, Record
@@ -46,11 +46,16 @@ class StageClock:
 
 
 def output_stem(path: Path) -> str:
-    name = path.name
+    """The name of an input's result folder OUT/<stem>/: its file name without leading dots and
+    without one FASTA and one gzip suffix (`reads.fna.gz` -> `reads`, `.virnucpro.fa` -> `virnucpro`),
+    every character that is not printable (control characters, bytes that are not UTF-8) replaced
+    by `_`.  So a stem is never `.`, `..` or a name starting with a dot, which OUT keeps for the
+    program's own files.  Empty when nothing is left (a name of dots only): read_inputs refuses it."""
+    name = path.name.lstrip(".")
     for suffix in (".gz", ".fasta", ".fna", ".fa", ".fas", ".ffn", ".txt"):
         if name.lower().endswith(suffix) and len(name) > len(suffix):
             name = name[: -len(suffix)]
-    return name
+    return "".join(c if c.isprintable() else "_" for c in name)
 
 
 def read_inputs(paths: list[str | Path]) -> list[InputData]:
@@ -61,9 +66,15 @@ def read_inputs(paths: list[str | Path]) -> list[InputData]:
         records = list(reader)  # each input is read once: a pipe or stdin cannot be read again
         data = InputData(path, records, [(rid, SKIP_EMPTY) for rid, _ in reader.skipped], sha256=reader.sha256,
                          rna_bases=reader.rna_bases)
-        if data.stem in seen:
-            raise InputError(f"{path}: output name '{data.stem}' clashes with input {seen[data.stem]}; rename one")
-        seen[data.stem] = path
+        if not owned.plain_name(data.stem):
+            raise InputError(f"{owned.shown(path)}: no output folder name can be made from this file name "
+                             "(empty or too long once leading dots and suffixes are taken off); rename it")
+        # casefold: two stems that differ only in case are one folder on macOS and Windows file systems
+        key = data.stem.casefold()
+        if key in seen:
+            raise InputError(f"{owned.shown(path)}: output name '{data.stem}' clashes with input "
+                             f"{owned.shown(seen[key])}; rename one")
+        seen[key] = path
         inputs.append(data)
     return inputs
 

@@ -1,5 +1,5 @@
-"""Result files of one input.  Written into a hidden temp folder, fsync'ed and renamed into
-place, so an interrupted run never leaves a half-written result folder behind."""
+"""Result files of one input.  Written into a temp folder under OUT/.virnucpro/partial/, fsync'ed
+and renamed into place, so an interrupted run never leaves a half-written result folder behind."""
 from __future__ import annotations
 
 import json
@@ -12,8 +12,9 @@ from pathlib import Path
 import numpy as np
 
 import virnucpro
-from virnucpro import faults
-from virnucpro.checkpoint import fsync_dir, writing
+from virnucpro import faults, owned
+from virnucpro.checkpoint import DIR, fsync_dir, writing
+from virnucpro.errors import InputError
 from virnucpro.fasta import write_fasta
 
 RANDOM_WARNING = "made with RANDOM weights (no trained models given): scores are meaningless, for testing and benchmarking only"
@@ -76,18 +77,29 @@ def contig_summary(data, pred, verdicts) -> list[tuple]:
 
 def write_result_dir(out_root: Path, data, pred, run_info: dict, random_weights: bool,
                      keep_intermediate: bool = False) -> Path:
+    """OUT/<stem>/, stamped with the run recorded in OUT/.virnucpro/manifest.json (see owned.py).
+    It replaces a folder of that name only if the same run made it (a resume after a kill between
+    writing it and marking its input done); anything else in the way is an InputError."""
+    if not owned.plain_name(data.stem):
+        raise InputError(f"{owned.shown(data.path)}: '{owned.shown(data.stem)}' cannot name a result folder")
+    run = _run_id(out_root)
     final = out_root / data.stem
-    tmp = out_root / f".{data.stem}.partial-{os.getpid()}"
+    tmp = out_root / DIR / "partial" / f"{data.stem}.{os.getpid()}"
     try:
         with writing(tmp):
             shutil.rmtree(tmp, ignore_errors=True)
             tmp.mkdir(parents=True)
             _write_files(tmp, data, pred, run_info, random_weights, keep_intermediate)
+            owned.stamp(tmp, run)
             for p in tmp.rglob("*"):
                 if p.is_file():
                     with open(p, "rb+") as f:
                         os.fsync(f.fileno())
-            if final.exists():
+            why = owned.problem(final, {run})
+            if why:
+                raise InputError(f"{why}; it is in the way of the results of {owned.shown(data.path)}: move it "
+                                 "away, then run the same command with --resume")
+            if os.path.lexists(final):
                 shutil.rmtree(final)
             os.replace(tmp, final)
             fsync_dir(out_root)
@@ -95,6 +107,15 @@ def write_result_dir(out_root: Path, data, pred, run_info: dict, random_weights:
         shutil.rmtree(tmp, ignore_errors=True)
         raise
     return final
+
+
+def _run_id(out_root: Path) -> str | None:
+    """The id of the run in progress, None outside a run (a caller without checkpoints)."""
+    try:
+        m = json.loads((out_root / DIR / "manifest.json").read_text())
+    except (OSError, ValueError):
+        return None
+    return m.get("run") if isinstance(m, dict) else None
 
 
 def _write_files(tmp: Path, data, pred, run_info: dict, random_weights: bool, keep_intermediate: bool) -> None:

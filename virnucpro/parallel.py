@@ -12,7 +12,9 @@ import os
 import pickle
 import signal
 import socket
-from contextlib import suppress
+import threading
+import time
+from contextlib import contextmanager, suppress
 from dataclasses import dataclass
 
 import numpy as np
@@ -147,12 +149,18 @@ def _spawned(local: int, fn, args, world: int, port: int, gpus: list[int] | None
         os.environ["CUDA_VISIBLE_DEVICES"] = str(gpus[local])
     os.environ.update(RANK=str(local), WORLD_SIZE=str(world), LOCAL_RANK="0" if gpus is not None else str(local),
                       MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port))
+    # tqdm's default lock is a multiprocessing semaphore; a worker stopped by a signal leaves it to
+    # the resource tracker, which warns on stderr.  One process's bars need only a thread lock.
+    from tqdm import tqdm
+
+    tqdm.set_lock(threading.RLock())
     fn(*args)
 
 
 def spawn(fn, args: tuple, world: int, gpus: list[int] | None) -> None:
     """Run fn(*args) in `world` spawned processes.  As soon as one fails (exception, exit code,
-    signal) the others are terminated and WorkerError is raised; nothing waits on a dead peer."""
+    signal) the others are terminated and WorkerError is raised; nothing waits on a dead peer.
+    An exception in this process (an interrupt) stops the workers before it propagates."""
     import torch.multiprocessing as mp
 
     visible = os.environ.get("CUDA_VISIBLE_DEVICES")
@@ -160,17 +168,51 @@ def spawn(fn, args: tuple, world: int, gpus: list[int] | None) -> None:
         # Indices in --gpus are relative to what this process may see.
         names = [v.strip() for v in visible.split(",")]
         gpus = [names[i] for i in gpus]
-    ctx = mp.start_processes(_spawned, args=(fn, args, world, free_port(), gpus, os.getpid()), nprocs=world,
-                             join=False, start_method="spawn")
+    ctx = None
     try:
+        with _sigint_blocked():
+            ctx = mp.start_processes(_spawned, args=(fn, args, world, free_port(), gpus, os.getpid()),
+                                     nprocs=world, join=False, start_method="spawn")
         while not ctx.join():
             pass
     except (mp.ProcessRaisedException, mp.ProcessExitedException) as e:
         raise _cause(ctx, e) from None
+    except BaseException:
+        if ctx is not None:
+            _stop(ctx.processes)
+        raise
     finally:
-        for path in ctx.error_files:
+        for path in ctx.error_files if ctx is not None else ():
             with suppress(OSError):
                 os.unlink(path)
+
+
+@contextmanager
+def _sigint_blocked():
+    """Workers start with SIGINT blocked, and keep it so: a terminal's Ctrl-C goes to the whole
+    process group, and only the main process answers it (it stops the workers).  Here it is
+    blocked for the moment of starting them only; one that arrives meanwhile is delivered after."""
+    old = signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGINT})
+    try:
+        yield
+    finally:
+        signal.pthread_sigmask(signal.SIG_SETMASK, old)
+
+
+def _stop(procs, grace: float = 10.0) -> None:
+    """SIGTERM (and SIGCONT, which a stopped process needs to act on it), then SIGKILL after `grace` s.
+    A worker has nothing to flush: its saved ranges are complete files."""
+    alive = [p for p in procs if p.is_alive()]
+    for p in alive:
+        with suppress(OSError):
+            p.terminate()
+            os.kill(p.pid, signal.SIGCONT)
+    deadline = time.monotonic() + grace
+    for p in alive:
+        p.join(max(0.0, deadline - time.monotonic()))
+        if p.is_alive():
+            p.kill()
+            p.join()
 
 
 def _cause(ctx, first) -> WorkerError:
