@@ -33,16 +33,18 @@ fi
 git config user.email >/dev/null || git config --global user.email bench@virnucpro.local
 git config user.name >/dev/null || git config --global user.name bench
 elapsed() { echo $(( $(date +%s) - t0 )); }
+# results/ on a GPU host (the committed history); a host without a GPU must name another folder.
+results=${RESULTS_DIR:-results}
 for item in "$@"; do
   sha=${item%%:*}; part=${item#*:}
   left=$(( deadline - $(elapsed) ))
   [ $left -lt 60 ] && { echo "no time left for $item"; continue; }
   timeout "$left" python3 scripts/run_history.py "$sha" --python "$(command -v python3)" --machine "$machine" \
-    -- --show-stderr --bench "$part" >> "$out/asv.log" 2>&1
+    --results-dir "$results" -- --show-stderr --bench "$part" >> "$out/asv.log" 2>&1
   echo "asv $item rc=$? at $(elapsed) s"
-  tar czf "$out/results.tgz" results
+  tar czf "$out/results.tgz" "$results"
 done
-python3 scripts/check_thresholds.py --machine "$machine" --require-gpus "${REQUIRE_GPUS:-0}" \
+python3 scripts/check_thresholds.py --results-dir "$results" --machine "$machine" --require-gpus "${REQUIRE_GPUS:-0}" \
   --markdown "$out/thresholds.md" --json "$out/thresholds.json" --plot "$out/scaling.png"
 echo "check_thresholds rc=$?"
 left=$(( deadline - $(elapsed) ))

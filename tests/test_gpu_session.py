@@ -24,7 +24,8 @@ def test_session_runs_asv_saves_results_and_checks_thresholds(tmp_path):
     out.mkdir()
     env = {**os.environ, "OUT": str(out), "WHEELS": str(tmp_path / "no-wheels"), "HOME": str(tmp_path),
            "PATH": f"{shim}{os.pathsep}{os.environ['PATH']}", "VIRNUCPRO_BENCH_PROFILE": "tiny",
-           "VIRNUCPRO_BENCH_DATA": str(tmp_path / "data")}
+           "VIRNUCPRO_BENCH_DATA": str(tmp_path / "data"),
+           "RESULTS_DIR": "cpu-results"}  # results/ is the GPU hosts' history: refused on a CPU host
     sha = subprocess.run(["git", "-C", str(clone), "rev-parse", "HEAD"], capture_output=True, text=True).stdout.strip()
     proc = subprocess.run(["bash", "scripts/gpu_session.sh", "sessiontest", "500", f"{sha}:TrackTranslate"],
                           cwd=clone, env=env, capture_output=True, text=True, timeout=600)
@@ -33,7 +34,7 @@ def test_session_runs_asv_saves_results_and_checks_thresholds(tmp_path):
     assert "check_thresholds rc=0" in proc.stdout  # GPU rows not measured on a CPU host: not a failure
     with tarfile.open(out / "results.tgz") as tar:
         names = tar.getnames()
-        saved = [n for n in names if n.startswith("results/sessiontest/") and n.endswith(".json")
+        saved = [n for n in names if n.startswith("cpu-results/sessiontest/") and n.endswith(".json")
                  and not n.endswith("machine.json")]
         assert len(saved) == 1 and Path(saved[0]).name.startswith(sha[:8])
         data = json.load(tar.extractfile(saved[0]))

@@ -80,9 +80,11 @@ class Engine:
 
     def predict(self, paths: list, out: Path, run_info: dict | None = None, keep_intermediate: bool = False,
                 every: int = 4096) -> list[str]:
-        """A fresh run into `out` under its own checkpoint session (single process)."""
+        """A fresh run into `out` under its own checkpoint session (single process); like
+        `predict --force`, it replaces the results of the run recorded there before."""
         inputs = [p if isinstance(p, InputData) else read_inputs([p])[0] for p in paths]
-        fields = {"engine": "in-process", "inputs": [d.stem for d in inputs], "t": time.time()}
+        fields = {"engine": "in-process", "inputs": [{"name": d.stem, "sha256": d.sha256} for d in inputs],
+                  "t": time.time()}
         with checkpoint.Store(out).session(fields, {"every": every}, resume=False):
             return self.run(inputs, out, run_info or {}, keep_intermediate)
 
