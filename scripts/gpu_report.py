@@ -27,7 +27,7 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 from benchmarks import common  # noqa: E402
-from virnucpro import embed, faults, perf, pipeline  # noqa: E402
+from virnucpro import embed, faults, owned, perf, pipeline  # noqa: E402
 from virnucpro.models import alibi, fused  # noqa: E402
 from virnucpro.fasta import read_fasta  # noqa: E402
 from virnucpro.outputs import chunk_verdicts, package_commit  # noqa: E402
@@ -158,8 +158,10 @@ def resume_check(path: Path, dev: torch.device, ranges: int = 5, saved: int = 2)
     a, b = root / "whole" / stem, root / "resumed" / stem
     d["reused_ranges"] = json.loads((b / "run.json").read_text())["checkpoint"]["reused"]
     d["ranges"] = json.loads((b / "run.json").read_text())["checkpoint"]["ranges"]
-    # --resume promises every result file byte-identical but run.json (docs/RELIABILITY.md).
-    names = sorted({str(p.relative_to(top)) for top in (a, b) for p in top.rglob("*") if p.is_file()} - {"run.json"})
+    # --resume promises every result file byte-identical but run.json and the folder's marker,
+    # which names the run (docs/RELIABILITY.md).
+    names = sorted({str(p.relative_to(top)) for top in (a, b) for p in top.rglob("*") if p.is_file()}
+                   - {"run.json", owned.MARKER})
     d["files_compared"] = len(names)
     d["files_differing"] = [f for f in names if not ((a / f).is_file() and (b / f).is_file()
                                                      and (a / f).read_bytes() == (b / f).read_bytes())]
