@@ -27,12 +27,12 @@ from virnucpro.fasta import read_fasta  # noqa: E402
 STEPS = [("inputs_read", "process_start", "interpreter, imports, reading and validating the inputs"),
          ("torch_imported", "inputs_read", "import torch and the engine"),
          ("worker_start", "torch_imported", "spawning the worker"),
-         ("process_group", None, "worker imports and process group"),
+         ("process_group", None, "worker imports and process group (in-process: commit id, fingerprint, lock)"),
          ("cuda_context", "process_group", "CUDA context"),
          ("models_loaded", "cuda_context", "model weights (all three)"),
          ("dnabert_range_done", "models_loaded", "first DNABERT-S range (compilation included)"),
          ("esm2_range_done", "dnabert_range_done", "first ESM-2 range"),
-         ("results_written", "esm2_range_done", "after the last ESM-2 range: classify, gather, write"),
+         ("results_written", "esm2_range_done", "from the first ESM-2 range to the results written"),
          ("exit", "results_written", "up to the exit call")]
 
 
