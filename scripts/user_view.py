@@ -72,19 +72,29 @@ def cli_run(inputs, preset: str, device: str, extra=(), fresh_caches: bool = Fal
     return d
 
 
+# Process start times come from /proc (trace.process_started_unix), to within two 10 ms clock
+# ticks: an interval that ends at one can read a few ms below zero when nothing happened in it.
+PROC_CLOCK_SECONDS = 0.03
+
+
+def _interval(seconds: float) -> float:
+    return 0.0 if -PROC_CLOCK_SECONDS < seconds < 0 else seconds
+
+
 def milestones(events, launched: float, ended: float) -> dict:
     """Seconds per step of STEPS (first occurrence of each milestone), plus the parent's view:
     from launching the command to its process start, and from the exit call to the process end."""
     first: dict = {}
     for _, name, t in events:
         first.setdefault(name, t)
-    out = {"launch to process start": first.get("process_start", launched) - launched}
+    out = {"launch to process start": _interval(first.get("process_start", launched) - launched)}
     for name, before, label in STEPS:
         if name not in first:
             continue
         prev = before if before in first else ("torch_imported" if name == "process_group" and
                                                "worker_start" not in first else "worker_start")
-        out[label] = first[name] - first[prev]
+        if prev in first:
+            out[label] = _interval(first[name] - first[prev])
     last = max(t for _, name, t in events if name == "exit") if any(n == "exit" for _, n, _ in events) else None
     if last is not None:
         out["exit call to process end"] = ended - last

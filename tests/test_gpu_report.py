@@ -38,6 +38,20 @@ def test_dry_run_fills_every_section(tmp_path):
         assert u[key]["rc"] == 0 and u[key]["wall_seconds"] > 0, u[key]
     # the milestones of a spawned run, each measured, in order, and adding up to about the wall time
     steps = u["few_reads_warm_gpus1"]["milestones"]
-    assert all(v >= 0 for v in steps.values()) and "spawning the worker" in steps and "CUDA context" in steps
+    assert all(v >= 0 for v in steps.values()) and "spawning the worker" in steps and "CUDA context" in steps, steps
     assert 0.5 * u["few_reads_warm_gpus1"]["wall_seconds"] < sum(steps.values()) < 1.1 * u["few_reads_warm_gpus1"]["wall_seconds"]
     assert 0 < u["metagenome_cli"]["fraction_of_esm_alone"] and u["genome_cli_speedup"] > 0
+
+
+def test_milestones_read_proc_clock_jitter_as_zero_and_keep_real_disorder():
+    sys.path.insert(0, str(ROOT / "scripts"))
+    import user_view
+
+    events = [(1, "process_start", 99.99), (1, "inputs_read", 101.0), (1, "torch_imported", 102.0),
+              (2, "worker_start", 101.99), (2, "process_group", 103.0), (1, "exit", 104.0)]
+    steps = user_view.milestones(events, launched=100.0, ended=104.5)
+    assert steps["launch to process start"] == 0.0  # 10 ms before the launch: the /proc clock's resolution
+    assert steps["spawning the worker"] == 0.0
+    assert steps["exit call to process end"] == 0.5
+    late = user_view.milestones([(1, "process_start", 99.5), (1, "exit", 101.0)], launched=100.0, ended=101.0)
+    assert late["launch to process start"] == -0.5  # beyond the clock's resolution: a real error, shown
