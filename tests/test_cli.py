@@ -255,8 +255,8 @@ def test_next_input_is_prepared_while_this_one_is_classified(tmp_path, monkeypat
     real_prepare, real_classify = pipeline.prepare, pipeline._classify
     waited = []
 
-    def prepare(data, chunk_len, clock):
-        out = real_prepare(data, chunk_len, clock)
+    def prepare(data, chunk_len, clock, *spool):
+        out = real_prepare(data, chunk_len, clock, *spool)
         if data.path.name == "edge_cases.fa":
             second_ready.set()
         return out

@@ -4,6 +4,7 @@ import gzip
 import hashlib
 import io
 import os
+import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -247,6 +248,32 @@ def test_orfs_peak_rss_does_not_grow_with_the_input(tmp_path):
         assert f"{mbp} sequences, {mbp * 2000} chunks" in err
     assert (tmp_path / "o500" / "orfs.faa").stat().st_size > 20e6
     assert peaks[500] < 1.3 * peaks[50] + 50, peaks
+
+
+PREPARE = ("import resource, sys\nfrom pathlib import Path\n"
+           "from virnucpro.inputs import StageClock, prepare, read_inputs\n"
+           "data = prepare(read_inputs([sys.argv[1]])[0], 500, StageClock(), Path(sys.argv[2]), keep_chunk_seqs=False)\n"
+           "print(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, len(data.chunks), len(data.orfs),\n"
+           "      sum(1 for _ in data.orfs), len(data.orfs[-3:]))\n")
+
+
+def test_predict_reading_and_translation_peak_rss_does_not_grow_with_the_input(tmp_path):
+    """predict's stages before any model (read, validate, chunk, translate) spool to disk."""
+    peaks = {}
+    for mbp in (50, 500):
+        path = tmp_path / f"random{mbp}.fa"
+        write_random_fasta(path, mbp)
+        try:
+            done = subprocess.run([sys.executable, "-c", PREPARE, str(path), str(tmp_path / f"spool{mbp}")],
+                                  capture_output=True, text=True, timeout=600, cwd=ROOT)
+        finally:
+            path.unlink()
+        assert done.returncode == 0, done.stderr
+        peak, chunks, orfs, streamed, last = done.stdout.split()
+        assert int(chunks) == mbp * 2000 and int(orfs) == int(streamed) > mbp * 600 and last == "3"
+        peaks[mbp] = float(peak)
+        shutil.rmtree(tmp_path / f"spool{mbp}")
+    assert peaks[500] < 1.3 * peaks[50] + 50 and peaks[500] < 1500, peaks
 
 
 # orfs: all or nothing

@@ -228,6 +228,7 @@ class Store:
         """Leftovers of a killed run, all under OUT/.virnucpro/: nobody else writes there while we hold the lock."""
         with writing(self.root):
             shutil.rmtree(self.root / "partial", ignore_errors=True)
+            shutil.rmtree(self.root / "spool", ignore_errors=True)
             for p in [*self.root.glob(".*.tmp-*"), *self.root.glob("ranges/*/.*.tmp-*")]:
                 p.unlink()
 
@@ -280,6 +281,10 @@ class Store:
             shutil.rmtree(self._dir(stem), ignore_errors=True)
 
     # --- range files (written by every rank) ---
+
+    def spool_dir(self, stem: str, rank: int = 0) -> Path:
+        """Where one rank keeps an input's chunks and ORFs while it is being scored."""
+        return self.root / "spool" / f"{stem}.{rank}"
 
     def _dir(self, stem: str) -> Path:
         return self.root / "ranges" / stem

@@ -231,7 +231,6 @@ def _fingerprint(args, opts, inputs, device) -> dict:
 
 def cmd_predict(args) -> int:
     from virnucpro.inputs import read_inputs
-    from virnucpro.outputs import package_commit
 
     out = Path(args.out)
     ranked = _rank_from_env()
@@ -240,6 +239,16 @@ def cmd_predict(args) -> int:
     # Every input is validated before torch is imported (seconds) and before anything is written.
     inputs = read_inputs(args.inputs)
     trace.mark("inputs_read")
+    try:
+        return _predict(args, out, ranked, inputs)
+    finally:
+        for data in inputs:
+            data.release()  # the temp copies of pipes; each rank removes its own spools
+
+
+def _predict(args, out: Path, ranked, inputs) -> int:
+    from virnucpro.outputs import package_commit
+
     if ranked is not None and ranked.world > 1:
         piped = [p for p in args.inputs if not Path(p).is_file()]
         if piped:

@@ -58,8 +58,9 @@ class FastaReader:
     ((record id, "empty sequence") for records left out) and `rna_bases` (U/u read as T/t).
     A reader can be iterated once."""
 
-    def __init__(self, path: str | Path):
+    def __init__(self, path: str | Path, copy_to=None):
         self.name = str(path)
+        self.copy_to = copy_to  # a binary file that gets every raw byte read
         self.label = "<stdin>" if self.name == "-" else self.name  # what messages start with
         self.sha256: str | None = None
         self.skipped: list[tuple[str, str]] = []
@@ -114,6 +115,11 @@ class FastaReader:
             if not block:
                 return
             digest.update(block)
+            if self.copy_to is not None:
+                try:
+                    self.copy_to.write(block)
+                except OSError as e:
+                    raise self._error(f"cannot keep a copy of it in {self.copy_to.name}: {e.strerror or e}") from None
             yield block
 
     def _unpacked(self, blocks: Iterator[bytes]) -> Iterator[bytes]:

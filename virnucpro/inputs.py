@@ -2,34 +2,77 @@
 that a bad input is refused before the seconds that importing torch takes."""
 from __future__ import annotations
 
+import os
+import stat
+import tempfile
 import time
-from contextlib import contextmanager
+import weakref
+from collections.abc import Iterable, Iterator, Sequence
+from contextlib import contextmanager, suppress
 from dataclasses import dataclass, field
 from pathlib import Path
 
 from virnucpro import faults, owned
-from virnucpro.chunking import Chunk, chunk_records
+from virnucpro.chunking import Chunk, iter_chunks
 from virnucpro.errors import InputError
 from virnucpro.fasta import FastaReader, Record
-from virnucpro.translate import ORF, identify_orfs
+from virnucpro.spool import Chunks, Spool
+from virnucpro.translate import ORF, iter_chunk_orfs
 
 SKIP_EMPTY = "empty_sequence"
 SKIP_NO_ORF = "no_stop_free_frame"
 
 
+class FileRecords:
+    """The records of one input, read again from its file each time they are iterated, so that
+    none is held in memory.  A pipe, FIFO or stdin was copied to a temp file on the first
+    reading (`copy`, removed by `release`).  The bytes must hash as they did the first time."""
+
+    def __init__(self, source: Path, label: str, sha256: str, count: int, copy: bool):
+        self.source, self.label, self.sha256, self.count, self.copy = source, label, sha256, count, copy
+
+    def __len__(self) -> int:
+        return self.count
+
+    def __iter__(self) -> Iterator[Record]:
+        reader = FastaReader(self.source)
+        try:
+            yield from reader
+        except InputError as e:
+            raise InputError(f"{self.label}: changed while virnucpro was reading it ({e})") from None
+        if reader.sha256 != self.sha256:
+            raise InputError(f"{self.label}: changed while virnucpro was reading it; run again once it is complete")
+
+    def release(self) -> None:
+        if self.copy:
+            with suppress(OSError):
+                os.unlink(self.source)
+
+
 @dataclass
 class InputData:
+    """One input.  `records` can be iterated again and again (a list, or FileRecords); after
+    `prepare`, `chunks`, `orfs` and `skipped` are too, read from its spool on disk."""
     path: Path
-    records: list[Record]
-    skipped: list[tuple[str, str]]
-    chunks: list[Chunk] = field(default_factory=list)
-    orfs: list[ORF] = field(default_factory=list)
+    records: Iterable[Record]
+    skipped: Iterable[tuple[str, str]]
+    chunks: Sequence[Chunk] = field(default_factory=list)
+    orfs: Sequence[ORF] = field(default_factory=list)
     sha256: str | None = None  # of the raw bytes, taken while they were read
     rna_bases: int = 0  # U/u read as T/t
+    protein_tokens: int = 0  # ESM-2 tokens of all ORFs
+    spool: Spool | None = None
 
     @property
     def stem(self) -> str:
         return "stdin" if str(self.path) == "-" else output_stem(self.path)
+
+    def release(self) -> None:
+        """Removes what this input keeps on disk: its spool and the copy of a pipe."""
+        if self.spool is not None:
+            self.spool.remove()
+        if isinstance(self.records, FileRecords):
+            self.records.release()
 
 
 class StageClock:
@@ -58,33 +101,105 @@ def output_stem(path: Path) -> str:
     return "".join(c if c.isprintable() else "_" for c in name)
 
 
+def _regular(name: str) -> bool:
+    try:
+        return name != "-" and stat.S_ISREG(os.stat(name).st_mode)
+    except OSError:
+        return False  # FastaReader says what is wrong
+
+
+def read_input(p: str | Path) -> InputData:
+    """Reads and validates one input without keeping its records: a regular file is read again
+    later, anything else (a pipe, FIFO, stdin) is copied to a temp file on the way."""
+    path, copy = Path(p), None
+    if not _regular(str(p)):
+        copy = tempfile.NamedTemporaryFile(prefix="virnucpro-input-", delete=False)
+    try:
+        reader = FastaReader(p, copy_to=copy)
+        count = sum(1 for _ in reader)
+    except BaseException:
+        if copy is not None:
+            copy.close()
+            os.unlink(copy.name)
+        raise
+    if copy is not None:
+        copy.close()
+    source = Path(copy.name) if copy is not None else path
+    records = FileRecords(source, reader.label, reader.sha256, count, copy is not None)
+    return InputData(path, records, [(rid, SKIP_EMPTY) for rid, _ in reader.skipped], sha256=reader.sha256,
+                     rna_bases=reader.rna_bases)
+
+
 def read_inputs(paths: list[str | Path]) -> list[InputData]:
     inputs, seen = [], {}
-    for p in paths:
-        path = Path(p)
-        reader = FastaReader(p)
-        records = list(reader)  # each input is read once: a pipe or stdin cannot be read again
-        data = InputData(path, records, [(rid, SKIP_EMPTY) for rid, _ in reader.skipped], sha256=reader.sha256,
-                         rna_bases=reader.rna_bases)
-        if not owned.plain_name(data.stem):
-            raise InputError(f"{owned.shown(path)}: no output folder name can be made from this file name "
-                             "(empty or too long once leading dots and suffixes are taken off); rename it")
-        # casefold: two stems that differ only in case are one folder on macOS and Windows file systems
-        key = data.stem.casefold()
-        if key in seen:
-            raise InputError(f"{owned.shown(path)}: output name '{data.stem}' clashes with input "
-                             f"{owned.shown(seen[key])}; rename one")
-        seen[key] = path
-        inputs.append(data)
+    try:
+        for p in paths:
+            data = read_input(p)
+            inputs.append(data)
+            if not owned.plain_name(data.stem):
+                raise InputError(f"{owned.shown(data.path)}: no output folder name can be made from this file "
+                                 "name (empty or too long once leading dots and suffixes are taken off); rename it")
+            # casefold: two stems that differ only in case are one folder on macOS and Windows file systems
+            key = data.stem.casefold()
+            if key in seen:
+                raise InputError(f"{owned.shown(data.path)}: output name '{data.stem}' clashes with input "
+                                 f"{owned.shown(seen[key])}; rename one")
+            seen[key] = data.path
+    except BaseException:
+        for data in inputs:
+            data.release()
+        raise
     return inputs
 
 
-def prepare(data: InputData, chunk_len: int, clock: StageClock) -> InputData:
-    with clock("chunk"):
-        data.chunks = chunk_records(data.records, chunk_len)
-    faults.point("chunking")
-    with clock("translate"):
-        data.orfs = identify_orfs(data.chunks)
-    with_orf = {o.chunk_id for o in data.orfs}
-    data.skipped += [(c.id, SKIP_NO_ORF) for c in data.chunks if c.id not in with_orf]
+def _timed(items: Iterable, clock: StageClock, stage: str) -> Iterator:
+    it = iter(items)
+    while True:
+        with clock(stage):
+            item = next(it, _END)
+        if item is _END:
+            return
+        yield item
+
+
+_END = object()
+
+
+def prepare(data: InputData, chunk_len: int, clock: StageClock, spool_dir: Path | None = None,
+            keep_chunk_seqs: bool = True) -> InputData:
+    """Chunks and translates one input into a spool under `spool_dir` (a temp folder if None,
+    removed with the InputData), one record at a time."""
+    empties = [(rid, reason) for rid, reason in data.skipped if reason == SKIP_EMPTY]
+    if data.spool is not None:
+        data.spool.remove()
+    spool = Spool(Path(spool_dir) if spool_dir is not None else Path(tempfile.mkdtemp(prefix="virnucpro-spool-")))
+    if spool_dir is None:
+        weakref.finalize(data, spool.remove)
+    try:
+        for rid, reason in empties:
+            spool.skipped.add(rid, reason)
+
+        def records():
+            for rec in _timed(data.records, clock, "read"):
+                spool.add_record(rec.id, len(rec.seq))
+                yield rec
+
+        chunks = _timed(iter_chunks(records(), chunk_len), clock, "chunk")
+        translated = iter_chunk_orfs(chunks)
+        while True:
+            with clock("translate"):
+                item = next(translated, _END)
+                if item is _END:
+                    break
+                chunk, orfs = item
+                spool.add_chunk(chunk, orfs, keep_chunk_seqs)
+                if not orfs:
+                    spool.skipped.add(chunk.id, SKIP_NO_ORF)
+        faults.point("chunking")
+        data.orfs = spool.close()
+    except BaseException:
+        spool.remove()
+        raise
+    data.spool, data.chunks, data.skipped = spool, Chunks(spool.chunks), spool.skipped
+    data.protein_tokens = spool.protein_tokens
     return data

@@ -6,7 +6,8 @@ import json
 import os
 import shutil
 import subprocess
-from collections import Counter, defaultdict
+from collections import Counter
+from collections.abc import Iterator
 from pathlib import Path
 
 import numpy as np
@@ -45,34 +46,57 @@ def prediction_rows(data, pred):
         yield orf.id, "virus" if is_virus else "others", s1, s2
 
 
-def chunk_verdicts(data, pred) -> dict[str, bool]:
-    """Per chunk: max(score2) >= max(score1) over its frames; chunks in input order."""
-    best = {}
+def iter_chunk_verdicts(data, pred) -> Iterator[tuple[str, bool, float]]:
+    """(chunk id, viral, max score2) of every chunk with ORFs, in input order: viral when
+    max(score2) >= max(score1) over its frames.  A chunk's ORFs are consecutive."""
+    cur, m1, m2 = None, -1.0, -1.0
     for orf, (s1, s2) in zip(data.orfs, pred.probs):
-        m1, m2 = best.get(orf.chunk_id, (-1.0, -1.0))
-        best[orf.chunk_id] = (max(m1, s1), max(m2, s2))
-    return {cid: bool(m2 >= m1) for cid, (m1, m2) in best.items()}
+        if orf.chunk_id != cur:
+            if cur is not None:
+                yield cur, bool(m2 >= m1), m2
+            cur, m1, m2 = orf.chunk_id, -1.0, -1.0
+        m1, m2 = max(m1, s1), max(m2, s2)
+    if cur is not None:
+        yield cur, bool(m2 >= m1), m2
 
 
-def contig_summary(data, pred, verdicts) -> list[tuple]:
-    chunks, with_orf, viral = Counter(), Counter(), Counter()
-    max_score = defaultdict(lambda: None)
-    for c in data.chunks:
-        chunks[c.parent] += 1
-        if c.id in verdicts:
-            with_orf[c.parent] += 1
-            viral[c.parent] += verdicts[c.id]
-    parent_of = {c.id: c.parent for c in data.chunks}
-    for orf, (_, s2) in zip(data.orfs, pred.probs):
-        parent = parent_of[orf.chunk_id]
-        cur = max_score[parent]
-        max_score[parent] = s2 if cur is None else max(cur, s2)
-    rows = []
-    for rec in data.records:
-        frac = viral[rec.id] / with_orf[rec.id] if with_orf[rec.id] else None
-        rows.append((rec.id, len(rec.seq), chunks[rec.id], with_orf[rec.id], viral[rec.id],
-                     None if frac is None else round(frac, 4), max_score[rec.id]))
-    return rows
+def chunk_verdicts(data, pred) -> dict[str, bool]:
+    return {cid: viral for cid, viral, _ in iter_chunk_verdicts(data, pred)}
+
+
+def _record_lengths(data) -> Iterator[tuple[str, int]]:
+    if getattr(data, "spool", None) is not None:
+        return iter(data.spool.records)  # the file is not read a third time
+    return ((r.id, len(r.seq)) for r in data.records)
+
+
+def _chunks_with_orf_counts(data) -> Iterator[tuple]:
+    if hasattr(data.chunks, "with_orf_counts"):
+        return data.chunks.with_orf_counts()
+    n = Counter(o.chunk_id for o in data.orfs)
+    return ((c, n[c.id]) for c in data.chunks)
+
+
+def contig_summary(data, verdicts: Iterator[tuple[str, bool, float]]) -> Iterator[tuple]:
+    """One row per record, from `verdicts` (iter_chunk_verdicts) consumed in step with the
+    chunks: every input is in record order, so nothing is held but the current record."""
+    chunks = _chunks_with_orf_counts(data)
+    chunk = next(chunks, None)
+    for rid, length in _record_lengths(data):
+        total = with_orf = viral = 0
+        best = None
+        while chunk is not None and chunk[0].parent == rid:
+            total += 1
+            if chunk[1]:
+                cid, is_viral, m2 = next(verdicts)
+                if cid != chunk[0].id:
+                    raise RuntimeError(f"ORFs and chunks out of step: {cid} at chunk {chunk[0].id}")
+                with_orf += 1
+                viral += is_viral
+                best = m2 if best is None else max(best, m2)
+            chunk = next(chunks, None)
+        frac = round(viral / with_orf, 4) if with_orf else None
+        yield rid, length, total, with_orf, viral, frac, best
 
 
 def write_result_dir(out_root: Path, data, pred, run_info: dict, random_weights: bool,
@@ -124,15 +148,21 @@ def _write_files(tmp: Path, data, pred, run_info: dict, random_weights: bool, ke
         for row in prediction_rows(data, pred):
             f.write("\t".join(_fmt(x) for x in row) + "\n")
     faults.point("write", tmp / "prediction_results.txt")
-    verdicts = chunk_verdicts(data, pred)
-    with open(tmp / "prediction_results_highestscore.csv", "w") as f:
-        f.write("Modified_ID\tIs_Virus\n")
-        f.writelines(f"{cid}\t{v}\n" for cid, v in verdicts.items())
-    with open(tmp / "contig_summary.tsv", "w") as f:
+    classified = 0
+    with open(tmp / "prediction_results_highestscore.csv", "w") as hf, open(tmp / "contig_summary.tsv", "w") as f:
+        hf.write("Modified_ID\tIs_Virus\n")
+
+        def verdicts():
+            nonlocal classified
+            for cid, viral, m2 in iter_chunk_verdicts(data, pred):
+                hf.write(f"{cid}\t{viral}\n")
+                classified += 1
+                yield cid, viral, m2
+
         if random_weights:
             f.write(f"# WARNING: {RANDOM_WARNING}\n")
         f.write("sequence_id\tlength\tchunks_total\tchunks_with_orfs\tchunks_viral\tfraction_viral\tmax_viral_score\n")
-        for row in contig_summary(data, pred, verdicts):
+        for row in contig_summary(data, verdicts()):
             f.write("\t".join(_fmt(x) for x in row) + "\n")
     with open(tmp / "skipped.tsv", "w") as f:
         f.write("id\treason\n")
@@ -146,7 +176,7 @@ def _write_files(tmp: Path, data, pred, run_info: dict, random_weights: bool, ke
     counts = {
         "sequences": len(data.records) + sum(r == "empty_sequence" for _, r in data.skipped),
         "chunks": len(data.chunks),
-        "chunks_classified": len(verdicts),
+        "chunks_classified": classified,
         "orfs": len(data.orfs),
         "skipped": dict(Counter(r for _, r in data.skipped)),
         "rna_bases_read_as_t": getattr(data, "rna_bases", 0),

@@ -107,15 +107,23 @@ class Engine:
         # One thread chunks and translates the next input while this one is on the GPU; the
         # models load while the first one is.
         with ThreadPoolExecutor(max_workers=1, thread_name_prefix="virnucpro-prepare") as pool:
-            prepared = pool.submit(prepare, inputs[0], opts.chunk_len, clocks[0]) if inputs else None
+            def submit(k):
+                return pool.submit(prepare, inputs[k], opts.chunk_len, clocks[k], store.spool_dir(inputs[k].stem, r.rank),
+                                   keep_intermediate)
+
+            prepared = submit(0) if inputs else None
             if inputs:
                 self._load(store)
             for k, data in enumerate(inputs):
                 t0 = time.perf_counter()
                 prepared.result()
                 if k + 1 < len(inputs):
-                    prepared = pool.submit(prepare, inputs[k + 1], opts.chunk_len, clocks[k + 1])
-                line = self._input(data, clocks[k], (first, t0), store, run_info, keep_intermediate, out)
+                    prepared = submit(k + 1)
+                try:
+                    line = self._input(data, clocks[k], (first, t0), store, run_info, keep_intermediate, out)
+                finally:
+                    if data.spool is not None:
+                        data.spool.remove()
                 if line:
                     lines.append(line)
                 if not self.persistent:
@@ -132,7 +140,7 @@ class Engine:
                keep_intermediate: bool, out: Path):
         """Score one prepared input (this rank's ranges) and, on rank 0, merge and write its
         results; returns rank 0's summary line."""
-        from virnucpro.outputs import chunk_verdicts, write_result_dir
+        from virnucpro.outputs import iter_chunk_verdicts, write_result_dir
 
         r = self.rank
         spans = store.ranges(len(data.orfs))
@@ -167,9 +175,9 @@ class Engine:
         final = write_result_dir(out, data, pred, info, models.random, keep_intermediate)
         trace.mark("results_written")
         store.finish(data.stem)
-        viral = sum(chunk_verdicts(data, pred).values())
+        viral = sum(v for _, v, _ in iter_chunk_verdicts(data, pred))
         self.history.append({"stem": data.stem, "orfs": len(data.orfs), "seconds": info["total_seconds"],
-                             "esm_tokens": sum(len(o.protein) + 2 for o in data.orfs), "stage_seconds": clock.seconds})
+                             "esm_tokens": data.protein_tokens, "stage_seconds": clock.seconds})
         return (f"{data.path}: {len(data.records)} sequences, {len(data.chunks)} chunks, {len(data.orfs)} ORFs, "
                 f"{viral} chunks called viral, {len(data.skipped)} skipped -> {final}")
 

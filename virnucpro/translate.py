@@ -78,15 +78,31 @@ def identify_orfs(chunks: Iterable[Chunk]) -> list[ORF]:
 
 def iter_orfs(chunks: Iterable[Chunk]) -> Iterator[ORF]:
     """identify_orfs as a stream: chunks are translated in batches of about _BATCH_BP bases."""
+    for _, orfs in iter_chunk_orfs(chunks):
+        yield from orfs
+
+
+def iter_chunk_orfs(chunks: Iterable[Chunk]) -> Iterator[tuple[Chunk, list[ORF]]]:
+    """Every chunk with its stop-free frames (F1..R3, maybe none), in chunk order."""
     batch, size = [], 0
     for chunk in chunks:
         batch.append(chunk)
         size += len(chunk.seq)
         if size >= _BATCH_BP:
-            yield from _identify_batch(batch)
+            yield from _by_chunk(batch)
             batch, size = [], 0
     if batch:
-        yield from _identify_batch(batch)
+        yield from _by_chunk(batch)
+
+
+def _by_chunk(batch: list[Chunk]) -> Iterator[tuple[Chunk, list[ORF]]]:
+    found, k = _identify_batch(batch), 0
+    for pos, chunk in enumerate(batch):
+        mine = []
+        while k < len(found) and found[k][0] == pos:
+            mine.append(found[k][1])
+            k += 1
+        yield chunk, mine
 
 
 def _frame_sums(codons: bytes, indicator: bytes, first: np.ndarray, n_codons: np.ndarray) -> np.ndarray:
@@ -110,7 +126,8 @@ def _frame_sums(codons: bytes, indicator: bytes, first: np.ndarray, n_codons: np
     return np.where(n_codons > 0, sums, 0).reshape(-1, 6)
 
 
-def _identify_batch(chunks: list[Chunk]) -> list[ORF]:
+def _identify_batch(chunks: list[Chunk]) -> list[tuple[int, ORF]]:
+    """(position of its chunk in `chunks`, ORF) of every kept frame."""
     # 'replace' keeps one byte per character, so offsets stay right even for stray non-ASCII.
     fwd = b"".join(c.seq.encode("ascii", "replace") for c in chunks)
     # The reverse complement of the whole batch holds every chunk's reverse complement
@@ -140,5 +157,5 @@ def _identify_batch(chunks: list[Chunk]) -> list[ORF]:
         protein = amino[a:a + 3 * c:3]
         if p != c:
             protein = protein.replace("\0", "")
-        out.append(ORF(chunk_id + frame, chunk_id, frame, letters[a:a + min(3 * p + 1, r)], protein))
+        out.append((g // 6, ORF(chunk_id + frame, chunk_id, frame, letters[a:a + min(3 * p + 1, r)], protein)))
     return out
