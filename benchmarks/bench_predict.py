@@ -26,7 +26,7 @@ class _OneRun:
     repeat = 1
     rounds = 1
     warmup_time = 0
-    timeout = common.profile()["timeout"]
+    timeout = common.timeout()
 
 
 class TimePredict(_OneRun):
@@ -111,10 +111,12 @@ class TrackSpeedupVsReference:
     Interpreter start-up and model loading are left out: they are the same fixed cost for both
     engines and would make the ratio depend on the input's size."""
     unit = "x"
-    timeout = common.profile()["timeout"]
+    timeout = common.timeout()
 
     def setup(self):
         common.require_devices(1)
+        with common.safe_import():
+            from virnucpro import pipeline  # noqa: F401 (load_models, below)
         self.out = tempfile.mkdtemp(prefix="virnucpro-bench-")
         w = common.workload()
         self.input, self.warm = w["reference"], [w["few_reads"], w["reads_file"]]

@@ -80,7 +80,8 @@ def setup_cache():
         common.require_devices(1)
     except NotImplementedError:
         return {}
-    from virnucpro import embed, perf
+    with common.safe_import():
+        from virnucpro import embed, perf
 
     p = common.profile()
     records, chunks, orfs = _prepared()
@@ -114,7 +115,7 @@ def setup_cache():
     return results
 
 
-setup_cache.timeout = common.profile()["timeout"]
+setup_cache.timeout = common.timeout()
 
 
 def _get(cache, stage, n, key):
@@ -128,7 +129,7 @@ class TrackThroughput:
     params = [common.STAGES, common.N_GPUS]
     param_names = ["stage", "n_gpus"]
     unit = "sequences/s"
-    timeout = common.profile()["timeout"]
+    timeout = common.timeout()
 
     def setup(self, cache, stage, n_gpus):
         common.require_devices(n_gpus)
@@ -140,7 +141,7 @@ class TrackThroughput:
 
 class TrackTranslate:
     unit = "Mbp/s"
-    timeout = common.profile()["timeout"]
+    timeout = common.timeout()
 
     def setup(self, cache):
         _get(cache, "translate", 1, "mbp_per_second")
@@ -152,7 +153,7 @@ class TrackTranslate:
 class _GpuStageMetric:
     params = [common.GPU_STAGES, common.N_GPUS]
     param_names = ["stage", "n_gpus"]
-    timeout = common.profile()["timeout"]
+    timeout = common.timeout()
     key = ""
     gpu_only = True
 

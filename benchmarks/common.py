@@ -69,6 +69,43 @@ def profile() -> dict:
     return PROFILES[profile_name()]
 
 
+def timeout() -> float:
+    """The per-benchmark time limit, for class attributes read when asv imports the suite: the
+    profile named in VIRNUCPRO_BENCH_PROFILE, else the longest of all profiles.  Reads the
+    environment only, so importing a benchmark module probes no GPU and starts nothing."""
+    name = os.environ.get("VIRNUCPRO_BENCH_PROFILE")
+    if name in PROFILES:
+        return PROFILES[name]["timeout"]
+    return max(p["timeout"] for p in PROFILES.values())
+
+
+class safe_import:
+    """`with safe_import(): from virnucpro.x import y` in a benchmark's setup: asv runs today's
+    benchmarks against older commits, where a module or name may not exist yet; the ImportError
+    becomes NotImplementedError, which asv records as skipped (NaN) instead of failed.  At module
+    level use `with safe_import(skip=False) as imp:` and call `imp.require()` in setup, so that
+    discovery never breaks."""
+
+    def __init__(self, skip: bool = True):
+        self.skip = skip
+        self.error: ImportError | None = None
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, kind, value, tb):
+        if kind is None or not issubclass(kind, ImportError):
+            return False
+        self.error = value
+        if self.skip:
+            raise NotImplementedError(f"not in this commit: {value}") from value
+        return True
+
+    def require(self) -> None:
+        if self.error is not None:
+            raise NotImplementedError(f"not in this commit: {self.error}") from self.error
+
+
 def require_devices(n_gpus: int, gpu_only: bool = False) -> None:
     """Skip (NaN) what this host cannot run.  On a host without a GPU, n_gpus=1 means one CPU process."""
     have = gpu_count()

@@ -1,10 +1,16 @@
+"""Paths and helpers shared by the test modules (import them with `from conftest import ...`)."""
+import math
 from pathlib import Path
 
 import pytest
+import torch
 
+ROOT = Path(__file__).resolve().parents[1]
 DATA = Path(__file__).parent / "data"
 # ../shared beside the checkout: reference data that must not be copied into the project.
-SHARED = Path(__file__).resolve().parents[2] / "shared"
+SHARED = ROOT.parent / "shared"
+FIXTURE = SHARED / "reference" / "fixtures"
+REAL_DNABERT = SHARED / "reference" / "dnabert-s"
 
 
 @pytest.fixture
@@ -12,3 +18,17 @@ def shared_dir() -> Path:
     if not SHARED.is_dir():
         pytest.skip("../shared reference data is not present")
     return SHARED
+
+
+def naive_attention(q, k, v, cu, slopes=None):
+    """Reference attention over packed sequences [T, H, Dh] (boundaries cu), one sequence at a time,
+    in float64; with `slopes` [H], the ALiBi bias -slope * |i - j| is added to the scores."""
+    out = []
+    for a, b in zip(cu[:-1].tolist(), cu[1:].tolist()):
+        qs, ks, vs = (x[a:b].transpose(0, 1).double() for x in (q, k, v))  # [H, L, Dh]
+        scores = qs @ ks.transpose(1, 2) / math.sqrt(q.shape[-1])
+        if slopes is not None:
+            i = torch.arange(b - a)
+            scores = scores - slopes.double()[:, None, None] * (i[:, None] - i).abs()
+        out.append((scores.softmax(-1) @ vs).transpose(0, 1))
+    return torch.cat(out).to(q.dtype)

@@ -13,7 +13,8 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from test_dnabert import FIXTURE, embed_all, make_snapshot, naive_attention, needs_shared, random_packed
+from conftest import naive_attention
+from test_dnabert import FIXTURE, embed_all, make_snapshot, needs_shared, random_packed
 from virnucpro.errors import InputError, VirnucproError
 from virnucpro.models import alibi, dnabert, fused
 

@@ -15,8 +15,8 @@ import pytest
 asv_results = pytest.importorskip("asv.results")
 from asv import util as asv_util  # noqa: E402
 from asv.runner import BenchmarkResult  # noqa: E402
+from conftest import ROOT
 
-ROOT = Path(__file__).resolve().parents[1]
 SCRIPT = ROOT / "scripts" / "check_thresholds.py"
 THRESHOLDS = ROOT / "benchmarks" / "thresholds.toml"
 spec = importlib.util.spec_from_file_location("check_thresholds", SCRIPT)

@@ -10,11 +10,10 @@ import pytest
 import torch
 from Bio import SeqIO
 
+from conftest import DATA, ROOT
 from virnucpro.cli import main
 from virnucpro.models.classifier import random_classifier, save_classifier
 
-DATA = Path(__file__).parent / "data"
-ROOT = Path(__file__).resolve().parents[1]
 TINY = ["--random-weights", "--preset", "tiny", "--device", "cpu", "--no-progress"]
 
 

@@ -1,15 +1,13 @@
 import importlib.util
-from pathlib import Path
 
 import pytest
 from Bio import SeqIO
 from tokenizers import Tokenizer
 
+from conftest import DATA, REAL_DNABERT, ROOT
 from virnucpro.models.dnabert import STAND_IN_TOKENIZER, load_tokenizer, tokenize
 
-ROOT = Path(__file__).resolve().parents[1]
-DATA = Path(__file__).parent / "data"
-REAL = Path(__file__).resolve().parents[2] / "shared" / "reference" / "dnabert-s" / "tokenizer.json"
+REAL = REAL_DNABERT / "tokenizer.json"
 
 
 @pytest.fixture(scope="module")

@@ -1,4 +1,3 @@
-import math
 import os
 import shutil
 import warnings
@@ -8,13 +7,12 @@ import pytest
 import torch
 from safetensors.torch import save_file
 
+from conftest import FIXTURE, REAL_DNABERT, naive_attention
 from virnucpro.errors import ModelLoadError
 from virnucpro.models import alibi, dnabert
 from virnucpro.presets import PRESETS
 
-SHARED = Path(__file__).resolve().parents[2] / "shared"
-FIXTURE = SHARED / "reference" / "fixtures"
-REAL = SHARED / "reference" / "dnabert-s"
+REAL = REAL_DNABERT
 needs_shared = pytest.mark.skipif(not (FIXTURE / "dnabert_s_tiny").is_dir(), reason="../shared is not present")
 
 
@@ -119,16 +117,6 @@ def random_packed(lengths, heads=4, dim=16, seed=0):
     # Large slopes so that the bias, not just the scores, shapes the result.
     slopes = torch.tensor([2.0, 0.5, 0.1, 0.01][:heads])
     return q, k, v, cu, max(lengths), slopes
-
-
-def naive_attention(q, k, v, cu, slopes):
-    out = []
-    for a, b in zip(cu[:-1].tolist(), cu[1:].tolist()):
-        qs, ks, vs = (x[a:b].transpose(0, 1) for x in (q, k, v))  # [H, L, Dh]
-        i = torch.arange(b - a)
-        scores = qs @ ks.transpose(1, 2) / math.sqrt(q.shape[-1]) - slopes[:, None, None] * (i[:, None] - i).abs()
-        out.append((scores.softmax(-1) @ vs).transpose(0, 1))
-    return torch.cat(out)
 
 
 def test_padded_sdpa_fallback_equals_naive_alibi_attention():

@@ -1,6 +1,5 @@
 """ESM-2 against fair-esm's own model (and transformers' EsmModel when installed) on random weights."""
 import argparse
-import math
 import os
 
 import pytest
@@ -8,6 +7,7 @@ import torch
 
 from esm.data import Alphabet
 from esm.model.esm2 import ESM2 as FairESM2
+from conftest import naive_attention
 from virnucpro.errors import ModelLoadError
 from virnucpro.models import esm2
 from virnucpro.models.attention import packed_attention, padded_attention
@@ -100,15 +100,6 @@ def test_packed_batch_equals_one_at_a_time(small):
     prots = proteins(seed=3)
     single = torch.cat([ours_embed(model, [p]) for p in prots])
     torch.testing.assert_close(ours_embed(model, prots), single, atol=1e-5, rtol=0)
-
-
-def naive_attention(q, k, v, cu):
-    out = []
-    for a, b in zip(cu[:-1].tolist(), cu[1:].tolist()):
-        qs, ks, vs = (x[a:b].transpose(0, 1).double() for x in (q, k, v))  # [H, L, Dh]
-        w = torch.softmax(qs @ ks.transpose(1, 2) / math.sqrt(q.shape[-1]), dim=-1)
-        out.append((w @ vs).transpose(0, 1))
-    return torch.cat(out).float()
 
 
 def test_packed_attention_fallback_equals_naive():

@@ -1,12 +1,11 @@
 import gzip
-from pathlib import Path
 
 import pytest
 
+from conftest import DATA
 from virnucpro.errors import InputError
 from virnucpro.fasta import Record, read_fasta, write_fasta
 
-DATA = Path(__file__).parent / "data"
 
 GOOD = b">seq1 first record\nACGTACGTNN\nRYKM\n>seq2\nacgtn\n"
 

@@ -2,9 +2,8 @@
 import json
 import subprocess
 import sys
-from pathlib import Path
+from conftest import ROOT
 
-ROOT = Path(__file__).resolve().parents[1]
 
 
 def test_dry_run_fills_every_section(tmp_path):

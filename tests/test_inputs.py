@@ -12,6 +12,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from conftest import DATA, ROOT
 from virnucpro import faults
 from virnucpro.chunking import chunk_records
 from virnucpro.cli import build_parser, main
@@ -19,8 +20,6 @@ from virnucpro.errors import InputError
 from virnucpro.fasta import FastaReader, read_fasta
 from virnucpro.translate import identify_orfs
 
-DATA = Path(__file__).parent / "data"
-ROOT = Path(__file__).resolve().parents[1]
 KK = DATA / "KK037166.fna"
 OUTPUTS = ("chunks.fa", "orfs.fna", "orfs.faa")
 

@@ -15,13 +15,12 @@ from safetensors.torch import save_file
 from esm.data import Alphabet
 from esm.model.esm2 import ESM2 as FairESM2
 from esm.pretrained import load_model_and_alphabet_core
+from conftest import FIXTURE, REAL_DNABERT
 from virnucpro.errors import ModelLoadError
 from virnucpro.models import dnabert, esm2, weightfiles
 from virnucpro.models.classifier import random_classifier, save_classifier
 from virnucpro.presets import PRESETS
 
-SHARED = Path(__file__).resolve().parents[2] / "shared"
-FIXTURE = SHARED / "reference" / "fixtures"
 needs_shared = pytest.mark.skipif(not (FIXTURE / "dnabert_s_tiny").is_dir(), reason="../shared is not present")
 FASTA = ">contig_1\n" + "ATGAAACGCATTAGCACCACCATTACCACCACCATCACCATTACCACAGGTAACGGTGCGGGCTGA" * 6 + "\n"
 
@@ -125,7 +124,7 @@ def test_dnabert_snapshot_matches_the_fixture_and_its_reference_outputs(tmp_path
         **{k: v for k, v in PRESETS["tiny"]["dnabert"].items()}))
     model, _, _ = dnabert.load_dnabert(str(folder))
     expected = torch.load(FIXTURE / "dnabert_s_tiny_expected.pt", weights_only=True)
-    real_tok = dnabert.load_tokenizer(SHARED / "reference" / "dnabert-s" / "tokenizer.json")
+    real_tok = dnabert.load_tokenizer(REAL_DNABERT / "tokenizer.json")
     ids = dnabert.tokenize(real_tok, expected["sequences"])
     with torch.inference_mode():
         got = model.embed_packed(*dnabert.pack(ids))

@@ -1,19 +1,18 @@
 """Chunks and ORFs against the original program's own output, and against a plain
 per-codon re-statement of its rules on random sequences the golden files do not cover."""
 import random
-from pathlib import Path
 
 import pytest
 from Bio import SeqIO
 from Bio.Data.CodonTable import standard_dna_table
 from Bio.Seq import reverse_complement
 
+from conftest import DATA
 from virnucpro import translate
 from virnucpro.chunking import Chunk, chunk_bounds, chunk_records
 from virnucpro.fasta import Record, read_fasta
 from virnucpro.translate import FRAMES, identify_orfs
 
-DATA = Path(__file__).parent / "data"
 INPUTS = {"edge_cases": "edge_cases.fa", "KK037166": "KK037166.fna", "SRR492066": "SRR492066.fna"}
 
 

@@ -17,12 +17,11 @@ import pytest
 import torch
 from Bio import SeqIO
 
+from conftest import DATA, ROOT
 from virnucpro import checkpoint, embed, faults
 from virnucpro.cli import main
 from virnucpro.presets import PRESETS
 
-DATA = Path(__file__).parent / "data"
-ROOT = Path(__file__).resolve().parents[1]
 INPUTS = [str(DATA / "KK037166.fna"), str(DATA / "edge_cases.fa")]
 OPTS = ["-l", "300", "--random-weights", "--preset", "tiny", "--device", "cpu", "--no-progress",
         "--checkpoint-every", "16", "--keep-intermediate"]

@@ -17,8 +17,8 @@ import pytest
 asv_results = pytest.importorskip("asv.results")
 from asv import util as asv_util  # noqa: E402
 from asv.runner import BenchmarkResult  # noqa: E402
+from conftest import ROOT
 
-ROOT = Path(__file__).resolve().parents[1]
 SCRIPTS = ROOT / "scripts"
 
 
