@@ -23,14 +23,10 @@ from pathlib import Path
 import numpy as np
 
 from virnucpro import faults, owned
-from virnucpro.errors import InputError, VirnucproError
+from virnucpro.errors import InputError, OutputError, VirnucproError
 
 DIR = ".virnucpro"
 FORMAT = 2
-
-
-class OutputError(VirnucproError):
-    """The output folder could not be written (permissions, disk full)."""
 
 
 @contextmanager

@@ -14,7 +14,9 @@ import os
 import signal
 from collections import Counter
 
-ENV = "VIRNUCPRO_TEST_FAULT"
+from virnucpro import settings
+
+ENV = settings.TEST_FAULT
 _hits: Counter = Counter()
 
 
@@ -26,12 +28,12 @@ def _parse(spec: str):
 
 
 def point(name: str, path=None) -> None:
-    spec = os.environ.get(ENV)
+    spec = settings.test_fault()
     if not spec:
         return
     _hits[name] += 1
     for want, count, action, rank in _parse(spec):
-        if want != name or (rank and rank != os.environ.get("RANK", "0")):
+        if want != name or (rank and rank != settings.rank_name()):
             continue
         if count == "*" or int(count) == _hits[name]:
             _act(action, name, path)

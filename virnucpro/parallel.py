@@ -21,16 +21,8 @@ import numpy as np
 import torch
 import torch.distributed as dist
 
-from virnucpro import trace
-from virnucpro.errors import InputError, VirnucproError
-
-
-class WorkerError(VirnucproError):
-    """A spawned worker failed; `exit_code` is what the command exits with."""
-
-    def __init__(self, message: str, exit_code: int = 1):
-        super().__init__(message)
-        self.exit_code = exit_code
+from virnucpro import settings, trace
+from virnucpro.errors import InputError, WorkerError
 
 
 @dataclass(frozen=True)
@@ -81,9 +73,8 @@ def shard(lengths, world: int) -> list[np.ndarray]:
 
 def rank_from_env() -> Rank | None:
     """Set when started by torchrun or by our own spawn."""
-    if "RANK" not in os.environ or "WORLD_SIZE" not in os.environ:
-        return None
-    return Rank(int(os.environ["RANK"]), int(os.environ["WORLD_SIZE"]), int(os.environ.get("LOCAL_RANK", 0)))
+    found = settings.rank_env()
+    return None if found is None else Rank(*found)
 
 
 def init_group(r: Rank, use_cuda: bool) -> None:
@@ -163,7 +154,7 @@ def spawn(fn, args: tuple, world: int, gpus: list[int] | None) -> None:
     An exception in this process (an interrupt) stops the workers before it propagates."""
     import torch.multiprocessing as mp
 
-    visible = os.environ.get("CUDA_VISIBLE_DEVICES")
+    visible = settings.visible_devices()
     if gpus is not None and visible:
         # Indices in --gpus are relative to what this process may see.
         names = [v.strip() for v in visible.split(",")]

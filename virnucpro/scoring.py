@@ -10,7 +10,7 @@ import torch
 from tqdm import tqdm
 
 from virnucpro import embed, faults, trace
-from virnucpro.errors import ModelLoadError, VirnucproError
+from virnucpro.errors import ModelLoadError, NonFiniteError
 from virnucpro.inputs import InputData, StageClock
 from virnucpro.presets import PRESETS
 
@@ -100,10 +100,6 @@ def _classify(orfs, models: Models, clock: StageClock, on_dna=None, on_protein=N
         probs = torch.softmax(logits, dim=1)
     faults.point("predict")
     return Prediction(logits.numpy(), probs.numpy(), features.numpy())
-
-
-class NonFiniteError(VirnucproError):
-    """A model gave NaN or infinite values: no verdict can be trusted, so nothing is written."""
 
 
 def _finite(x: torch.Tensor, what: str, orfs) -> torch.Tensor:

@@ -6,11 +6,13 @@ from __future__ import annotations
 import os
 import time
 
-ENV = "VIRNUCPRO_TRACE"
+from virnucpro import settings
+
+ENV = settings.TRACE
 
 
 def mark(milestone: str, when: float | None = None) -> None:
-    path = os.environ.get(ENV)
+    path = settings.trace_file()
     if not path:
         return
     with open(path, "a") as f:

@@ -9,10 +9,11 @@ from __future__ import annotations
 
 import json
 import math
-import os
 import threading
 import time
 from typing import Callable, Iterable
+
+from virnucpro import settings
 
 # (NVML index) -> (utilisation %, memory used in bytes); an MIG device's index is a (gpu, mig) pair.
 Sampler = Callable[[object], "tuple[float, float]"]
@@ -55,7 +56,7 @@ def _nvml_visible() -> list:
     # fastest-first ordering (which can differ from NVML's PCI order) all resolve correctly.
     visible = Device.parse_cuda_visible_devices()
     if not visible:
-        raise GPUMonitorUnavailable(f"CUDA_VISIBLE_DEVICES={os.environ.get('CUDA_VISIBLE_DEVICES')!r} selects no GPU")
+        raise GPUMonitorUnavailable(f"CUDA_VISIBLE_DEVICES={settings.visible_devices()!r} selects no GPU")
     return list(visible)
 
 
@@ -107,7 +108,7 @@ class NvitopMonitor:
         self._started = self._stopped = None
 
     def _resolve(self) -> tuple[list[int], list]:
-        env = os.environ.get("CUDA_VISIBLE_DEVICES")
+        env = settings.visible_devices()
         if self._sampler is None:
             visible = _nvml_visible()
         elif env is None:
