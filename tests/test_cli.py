@@ -11,7 +11,7 @@ import torch
 from Bio import SeqIO
 
 from virnucpro.cli import main
-from virnucpro.models.classifier import random_classifier, save_classifier
+from virnucpro.models.classifier_load import random_classifier, save_classifier
 
 DATA = Path(__file__).parent / "data"
 ROOT = Path(__file__).resolve().parents[1]

@@ -5,7 +5,7 @@ import pytest
 from Bio import SeqIO
 from tokenizers import Tokenizer
 
-from virnucpro.models.dnabert import STAND_IN_TOKENIZER, load_tokenizer, tokenize
+from virnucpro.models.dnabert_load import STAND_IN_TOKENIZER, load_tokenizer, tokenize
 
 ROOT = Path(__file__).resolve().parents[1]
 DATA = Path(__file__).parent / "data"
