@@ -28,7 +28,7 @@ sys.path.insert(0, str(ROOT))
 
 from benchmarks import common  # noqa: E402
 from virnucpro import embed, faults, owned, perf, pipeline  # noqa: E402
-from virnucpro.models import alibi, fused  # noqa: E402
+from virnucpro import settings  # noqa: E402
 from virnucpro.fasta import read_fasta  # noqa: E402
 from virnucpro.outputs import chunk_verdicts, package_commit  # noqa: E402
 from scripts import user_view  # noqa: E402
@@ -60,11 +60,8 @@ def measure_stage(report: dict, stage: str, embedder, seqs, peak, unfused: bool,
     report[stage] = stage_alone(stage, embedder, seqs, peak)
     report[f"{stage}_kernels"] = kernel_profile(embedder, seqs[:profile_items])
     if unfused:
-        fused.ENABLED = False
-        try:
+        with settings.override(fused=False):
             report[f"{stage}_unfused"] = stage_alone(stage, embedder, seqs, peak)
-        finally:
-            fused.ENABLED = True
 
 
 def kernel_profile(embedder, seqs, top: int = 12) -> dict:
@@ -229,14 +226,12 @@ def section_stages(run: Run) -> None:
     dna = embed.load_dna_model(random_src, dev, fast)
     measure_stage(report, "dnabert", dna, nuc, peak, args.unfused_variant, profile_items=1200)
     for block in args.flex_block_variant:
-        default, alibi.FLEX_BLOCK = alibi.FLEX_BLOCK, block
         try:
-            report[f"dnabert_flex{block}"] = stage_alone("dnabert", dna, nuc, peak)
-            report[f"dnabert_flex{block}_kernels"] = kernel_profile(dna, nuc[:1200])
+            with settings.override(flex_block=block):
+                report[f"dnabert_flex{block}"] = stage_alone("dnabert", dna, nuc, peak)
+                report[f"dnabert_flex{block}_kernels"] = kernel_profile(dna, nuc[:1200])
         except Exception as e:  # a variant that does not compile must not cost the rest
             report[f"dnabert_flex{block}"] = {"error": f"{type(e).__name__}: {e}"[:500]}
-        finally:
-            alibi.FLEX_BLOCK = default
     del dna
     empty_cache(dev)
 

@@ -91,17 +91,17 @@ def _read_all(path) -> int:
 
 
 def _same_as_direct(model, source: str) -> bool:
-    from virnucpro.models import esm2
+    from virnucpro.models import esm2_load
 
     def direct(pairs, device):
         for dst, src in pairs:
             dst.copy_(src)
 
-    staged, esm2.staged_copy = esm2.staged_copy, direct
+    staged, esm2_load.staged_copy = esm2_load.staged_copy, direct
     try:
-        other, _ = esm2.load_esm2(source, device="cuda", dtype=torch.bfloat16)
+        other, _ = esm2_load.load_esm2(source, device="cuda", dtype=torch.bfloat16)
     finally:
-        esm2.staged_copy = staged
+        esm2_load.staged_copy = staged
     want = other.state_dict()
     return all(torch.equal(v.view(-1).view(torch.uint8), want[k].view(-1).view(torch.uint8))
                for k, v in model.state_dict().items())

@@ -76,7 +76,7 @@ def main() -> int:
     seqs = proteins(args.orfs)
     out = {}
     for kernel in ("inductor", "triton", "inductor", "triton"):
-        os.environ["VIRNUCPRO_ESM_ROTARY"] = kernel
+        os.environ["VIRNUCPRO_ESM_ROTARY"] = kernel  # settings.esm_rotary() reads it at each step
         perf.warm_up(esm, seqs[:500])
         r = perf.run_embed_stage("esm2", esm, seqs, None)
         report.setdefault(kernel, []).append(r.as_dict(peak))

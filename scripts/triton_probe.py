@@ -230,7 +230,7 @@ def main(argv=None) -> int:
         log(f"triton_probe needs triton ({e})")
         return 2
     from virnucpro import perf
-    from virnucpro.models import dnabert
+    from virnucpro.models import dnabert, dnabert_load
     from virnucpro.outputs import package_commit
     from virnucpro.presets import PRESETS
 
@@ -250,7 +250,7 @@ def main(argv=None) -> int:
         out.parent.mkdir(parents=True, exist_ok=True)
         out.write_text(json.dumps(report, indent=2) + "\n")
 
-    _, tok, _ = dnabert.load_dnabert("random:tiny")
+    _, tok, _ = dnabert_load.load_dnabert("random:tiny")
     lengths = [len(t) for t in dnabert.tokenize(tok, orf_like(300 if not args.dry_run else 6, seed=1))]
     report["check"] = check(dev, lengths, heads, dim, cfg["hidden_size"], cfg["intermediate_size"])
     save()

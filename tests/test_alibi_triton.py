@@ -16,7 +16,7 @@ import torch.nn.functional as F
 from conftest import naive_attention
 from test_dnabert import FIXTURE, embed_all, make_snapshot, needs_shared, random_packed
 from virnucpro.errors import InputError, VirnucproError
-from virnucpro.models import alibi, dnabert, fused
+from virnucpro.models import alibi, dnabert, dnabert_load, fused
 
 HAVE_TRITON = importlib.util.find_spec("triton") is not None
 if HAVE_TRITON and not torch.cuda.is_available():
@@ -131,7 +131,7 @@ def compiles(monkeypatch):
 def test_tiny_model_with_triton_matches_fixture_and_compiles_nothing(tmp_path, monkeypatch, compiles):
     at, ft = kernels()
     expected = torch.load(FIXTURE / "dnabert_s_tiny_expected.pt", weights_only=True)
-    model, tok, _ = dnabert.load_dnabert(str(make_snapshot(tmp_path / "snap")), device=DEVICE)
+    model, tok, _ = dnabert_load.load_dnabert(str(make_snapshot(tmp_path / "snap")), device=DEVICE)
     attn = count_calls(monkeypatch, at, "packed_alibi_attention")
     norms, geglus = count_calls(monkeypatch, ft, "add_norm"), count_calls(monkeypatch, ft, "geglu")
     monkeypatch.setenv(alibi.DNA_ATTENTION_ENV, "triton")
@@ -148,7 +148,7 @@ def test_tiny_model_with_triton_matches_fixture_and_compiles_nothing(tmp_path, m
 @needs_triton
 def test_random_tiny_model_triton_equals_sdpa_path(monkeypatch):
     kernels()
-    model, tok, _ = dnabert.load_dnabert("random:tiny", device=DEVICE, seed=4)
+    model, tok, _ = dnabert_load.load_dnabert("random:tiny", device=DEVICE, seed=4)
     seqs = ["ACGT", "GATTACA" * 40, "A", "CCGGTTAAN" * 9, "TTGACA" * 70]
     monkeypatch.setenv(alibi.DNA_ATTENTION_ENV, "flex")
     monkeypatch.setattr(alibi, "flex_suits", lambda *a: False)
@@ -181,7 +181,7 @@ def test_setting_picks_backend_and_rejects_unknown_values(monkeypatch):
     with pytest.raises(InputError, match="VIRNUCPRO_DNA_ATTENTION='fast': expected one of flex, triton, auto"):
         alibi.dna_backend(cpu, torch.bfloat16)
     with pytest.raises(InputError, match="VIRNUCPRO_DNA_ATTENTION"):  # at load, before anything is written
-        dnabert.load_dnabert("random:tiny")
+        dnabert_load.load_dnabert("random:tiny")
     # Triton cannot be imported: "triton" says so, "auto" goes the flex way.
     monkeypatch.setattr(alibi, "_triton_kernels", lambda: (None, "ModuleNotFoundError: No module named 'triton'"))
     monkeypatch.setenv(alibi.DNA_ATTENTION_ENV, "triton")

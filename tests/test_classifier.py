@@ -3,9 +3,9 @@ import pickle
 import pytest
 import torch
 
-from virnucpro.models.classifier import load_classifier
+from virnucpro.models.classifier_load import load_classifier
 from virnucpro.errors import ModelLoadError
-from virnucpro.models.classifier import MLPClassifier, random_classifier, save_classifier
+from virnucpro.models.classifier_load import MLPClassifier, random_classifier, save_classifier
 
 
 def test_original_pickle_format_reproduces_expected(shared_dir):

@@ -12,7 +12,7 @@ from Bio import SeqIO
 
 from conftest import DATA, ROOT
 from virnucpro.cli import main
-from virnucpro.models.classifier import random_classifier, save_classifier
+from virnucpro.models.classifier_load import random_classifier, save_classifier
 
 TINY = ["--random-weights", "--preset", "tiny", "--device", "cpu", "--no-progress"]
 

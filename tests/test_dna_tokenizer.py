@@ -5,7 +5,7 @@ from Bio import SeqIO
 from tokenizers import Tokenizer
 
 from conftest import DATA, REAL_DNABERT, ROOT
-from virnucpro.models.dnabert import STAND_IN_TOKENIZER, load_tokenizer, tokenize
+from virnucpro.models.dnabert_load import STAND_IN_TOKENIZER, load_tokenizer, tokenize
 
 REAL = REAL_DNABERT / "tokenizer.json"
 

@@ -1,3 +1,5 @@
+import math
+from dataclasses import asdict
 import os
 import shutil
 import warnings
@@ -8,8 +10,9 @@ import torch
 from safetensors.torch import save_file
 
 from conftest import FIXTURE, REAL_DNABERT, naive_attention
+from virnucpro import settings
 from virnucpro.errors import ModelLoadError
-from virnucpro.models import alibi, dnabert
+from virnucpro.models import alibi, dnabert, dnabert_load
 from virnucpro.presets import PRESETS
 
 REAL = REAL_DNABERT
@@ -46,7 +49,7 @@ def embed_all(model, tok, seqs):
 
 @needs_shared
 def test_fixture_matches_reference_in_one_packed_batch(tmp_path, expected):
-    model, tok, info = dnabert.load_dnabert(str(make_snapshot(tmp_path / "snap")))
+    model, tok, info = dnabert_load.load_dnabert(str(make_snapshot(tmp_path / "snap")))
     assert info["kind"] == "hf" and info["layers"] == 2 and info["dim"] == 96
     assert tok.padding is None and tok.truncation is None  # the shipped file has both on
     ids = dnabert.tokenize(tok, expected["sequences"])
@@ -60,7 +63,7 @@ def test_fixture_matches_reference_in_one_packed_batch(tmp_path, expected):
 @needs_shared
 @pytest.mark.parametrize("weights,prefix", [("bin", "bert."), ("safetensors", ""), ("safetensors", "bert.")])
 def test_checkpoint_variants_load(tmp_path, expected, weights, prefix):
-    model, tok, _ = dnabert.load_dnabert(str(make_snapshot(tmp_path / "snap", weights, prefix)))
+    model, tok, _ = dnabert_load.load_dnabert(str(make_snapshot(tmp_path / "snap", weights, prefix)))
     got = embed_all(model, tok, expected["sequences"][:3])
     assert (got - expected["embeddings"][:3]).abs().max() < 1e-4
 
@@ -71,7 +74,7 @@ def test_model_name_found_in_hf_cache(tmp_path, monkeypatch, expected):
     make_snapshot(repo / "snapshots" / "0123abc")
     monkeypatch.setenv("HF_HOME", str(tmp_path / "hf"))
     monkeypatch.delenv("HUGGINGFACE_HUB_CACHE", raising=False)
-    model, tok, info = dnabert.load_dnabert("zhihan1996/DNABERT-S")
+    model, tok, info = dnabert_load.load_dnabert("zhihan1996/DNABERT-S")
     assert info["source"].endswith("0123abc")
     got = embed_all(model, tok, expected["sequences"][:1])
     assert (got - expected["embeddings"][:1]).abs().max() < 1e-4
@@ -82,18 +85,18 @@ def test_missing_source_names_every_place_looked(tmp_path, monkeypatch):
     monkeypatch.setenv("HUGGINGFACE_HUB_CACHE", str(tmp_path / "hub_cache"))
     monkeypatch.setenv("HOME", str(tmp_path / "home"))
     with pytest.raises(ModelLoadError) as err:
-        dnabert.load_dnabert("zhihan1996/DNABERT-S")
+        dnabert_load.load_dnabert("zhihan1996/DNABERT-S")
     msg = str(err.value)
     for place in ("hf_home/hub/models--zhihan1996--DNABERT-S", "hub_cache/models--zhihan1996--DNABERT-S",
                   "home/.cache/huggingface/hub/models--zhihan1996--DNABERT-S"):
         assert place in msg
     assert "huggingface-cli download zhihan1996/DNABERT-S" in msg
     with pytest.raises(ModelLoadError, match="no_such_folder"):
-        dnabert.load_dnabert(str(tmp_path / "no_such_folder"))
+        dnabert_load.load_dnabert(str(tmp_path / "no_such_folder"))
 
 
 def test_packed_batch_equals_one_sequence_at_a_time():
-    model, tok, info = dnabert.load_dnabert("random:tiny", seed=3)
+    model, tok, info = dnabert_load.load_dnabert("random:tiny", seed=3)
     assert info["kind"] == "random" and info["tokenizer"] == "stand-in"
     seqs = ["ACGT", "GATTACA" * 40, "A", "CCGGTTAAN" * 9, "TTGACA" * 70]
     packed = embed_all(model, tok, seqs)
@@ -130,10 +133,10 @@ FLEX_LENGTHS = [50] * 17 + [3, 77, 1, 128, 129, 20]  # 1208 tokens; sequences st
 
 @pytest.mark.parametrize("block", [128, 64])
 def test_flex_block_mask_lists_exactly_the_blocks_with_same_sequence_pairs(monkeypatch, block):
-    monkeypatch.setattr(alibi, "FLEX_BLOCK", block)
     cu = torch.tensor([0] + FLEX_LENGTHS).cumsum(0)
-    T, bs = int(cu[-1]), alibi.FLEX_BLOCK
-    bm = alibi.PackedLayout(cu, max(FLEX_LENGTHS), T).block_mask
+    with settings.override(flex_block=block):
+        T, bs = int(cu[-1]), alibi.flex_block()
+        bm = alibi.PackedLayout(cu, max(FLEX_LENGTHS), T).block_mask
     nums, idx = bm.kv_num_blocks[0, 0].tolist(), bm.kv_indices[0, 0].tolist()
     listed = {(qb, kb) for qb, n in enumerate(nums) for kb in idx[qb][:n]}
     seq = torch.repeat_interleave(torch.arange(len(FLEX_LENGTHS)), torch.tensor(FLEX_LENGTHS))
@@ -147,12 +150,10 @@ def test_flex_attention_semantics_equal_sdpa(monkeypatch, block):
     """Uncompiled flex evaluates our score_mod and mask_mod densely: checks them
     without the minute-long CPU compile (the block lists are checked above)."""
     flex = pytest.importorskip("torch.nn.attention.flex_attention")
-    monkeypatch.setattr(alibi, "FLEX_BLOCK", block)
-    monkeypatch.setitem(alibi._compiled_flex, "cpu", flex.flex_attention)
     q, k, v, cu, max_len, slopes = random_packed(FLEX_LENGTHS)
     sdpa = alibi.packed_alibi_attention(q, k, v, cu, max_len, slopes, backend="sdpa")
-    with warnings.catch_warnings():  # torch warns (once per process) that flex runs uncompiled
-        warnings.simplefilter("ignore")
+    with warnings.catch_warnings(), settings.override(flex_block=block), alibi.flex_function("cpu", flex.flex_attention):
+        warnings.simplefilter("ignore")  # torch warns (once per process) that flex runs uncompiled
         got = alibi.packed_alibi_attention(q, k, v, cu, max_len, slopes, backend="flex")
     assert torch.allclose(got, sdpa, atol=1e-5)
 
@@ -195,8 +196,8 @@ def test_auto_backend_picks_flex_only_where_it_is_fast():
 @pytest.mark.parametrize("dtype,atol", [(torch.float32, 1e-3), (torch.bfloat16, 0.1)])
 def test_cuda_model_matches_cpu(dtype, atol):
     seqs = ["ACGT" * 30, "GATTACA" * 40, "A", "TTGACA" * 70] * 5
-    cpu_model, tok, _ = dnabert.load_dnabert("random:full", seed=5)
-    cuda_model, _, _ = dnabert.load_dnabert("random:full", device="cuda", dtype=dtype, seed=5)
+    cpu_model, tok, _ = dnabert_load.load_dnabert("random:full", seed=5)
+    cuda_model, _, _ = dnabert_load.load_dnabert("random:full", device="cuda", dtype=dtype, seed=5)
     cuda_model.load_state_dict(cpu_model.state_dict())  # generators differ per device
     want = embed_all(cpu_model, tok, seqs)
     tokens, cu, max_len = dnabert.pack(dnabert.tokenize(tok, seqs), device="cuda")
@@ -208,18 +209,18 @@ def test_cuda_model_matches_cpu(dtype, atol):
 
 
 def test_random_weights_depend_only_on_seed():
-    a, _, _ = dnabert.load_dnabert("random:tiny", seed=1)
-    b, _, _ = dnabert.load_dnabert("random:tiny", seed=1)
-    c, _, _ = dnabert.load_dnabert("random:tiny", seed=2)
+    a, _, _ = dnabert_load.load_dnabert("random:tiny", seed=1)
+    b, _, _ = dnabert_load.load_dnabert("random:tiny", seed=1)
+    c, _, _ = dnabert_load.load_dnabert("random:tiny", seed=2)
     sa, sb, sc = a.state_dict(), b.state_dict(), c.state_dict()
     assert all(torch.equal(sa[key], sb[key]) for key in sa)
     assert not torch.equal(sa["layers.0.qkv.weight"], sc["layers.0.qkv.weight"])
     assert sum(p.numel() for p in a.parameters()) == sum(
-        p.numel() for p in dnabert.DNABERTS(**PRESETS["tiny"]["dnabert"]).parameters())
+        p.numel() for p in dnabert.DNABERTS(dnabert.DNABERTConfig(**PRESETS["tiny"]["dnabert"])).parameters())
 
 
 def test_random_bf16_is_made_in_bf16():
-    model, tok, _ = dnabert.load_dnabert("random:tiny", dtype=torch.bfloat16)
+    model, tok, _ = dnabert_load.load_dnabert("random:tiny", dtype=torch.bfloat16)
     assert {p.dtype for p in model.parameters()} == {torch.bfloat16}
     out = embed_all(model, tok, ["ACGTACGT", "GGG"])
     assert out.dtype == torch.float32 and out.shape == (2, 96) and out.isfinite().all()
@@ -227,9 +228,9 @@ def test_random_bf16_is_made_in_bf16():
 
 def test_full_preset_size_without_allocating():
     with torch.device("meta"):
-        model = dnabert.DNABERTS(**PRESETS["full"]["dnabert"])
+        model = dnabert.DNABERTS(dnabert.DNABERTConfig(**PRESETS["full"]["dnabert"]))
     n = sum(p.numel() for p in model.parameters())
     assert 86e6 < n < 118e6
     if (REAL / "config.json").is_file():
-        assert {**dnabert.config_from_json(REAL / "config.json")} == {
+        assert asdict(dnabert_load.config_from_json(REAL / "config.json")) == {
             **PRESETS["full"]["dnabert"], "type_vocab_size": 2, "layer_norm_eps": 1e-12}

@@ -9,7 +9,7 @@ from esm.data import Alphabet
 from esm.model.esm2 import ESM2 as FairESM2
 from conftest import naive_attention
 from virnucpro.errors import ModelLoadError
-from virnucpro.models import esm2
+from virnucpro.models import esm2, esm2_load
 from virnucpro.models.attention import packed_attention, padded_attention
 from virnucpro.presets import PRESETS
 
@@ -74,7 +74,7 @@ def test_tokenize_matches_fair_esm_alphabet():
 @pytest.mark.parametrize("shape, prefix", [((2, 64, 4), "encoder."), ((3, 96, 6), "encoder.sentence_encoder.")])
 def test_equals_fair_esm(tmp_path, shape, prefix):
     fair = fair_model(*shape, seed=sum(shape))
-    model, info = esm2.load_esm2(str(save_fair(fair, tmp_path / "m.pt", prefix)))
+    model, info = esm2_load.load_esm2(str(save_fair(fair, tmp_path / "m.pt", prefix)))
     assert (info["kind"], info["layers"], info["dim"], info["heads"]) == ("fair-esm", *shape)
     prots = proteins(seed=shape[0])
     diff = (ours_embed(model, prots) - fair_embed(fair, prots)).abs().max(dim=1).values
@@ -83,7 +83,7 @@ def test_equals_fair_esm(tmp_path, shape, prefix):
 
 def test_token_dropout_rescales_sequences_with_masks(small):
     fair, path = small
-    model, _ = esm2.load_esm2(str(path))
+    model, _ = esm2_load.load_esm2(str(path))
     seqs = [[0, 5, 32, 7, 32, 9, 2], [0, 20, 15, 7, 2]]  # the first has 2 masks in 7 tokens
     toks = torch.full((2, 7), ALPHABET.padding_idx)
     for i, s in enumerate(seqs):
@@ -96,7 +96,7 @@ def test_token_dropout_rescales_sequences_with_masks(small):
 
 
 def test_packed_batch_equals_one_at_a_time(small):
-    model, _ = esm2.load_esm2(str(small[1]))
+    model, _ = esm2_load.load_esm2(str(small[1]))
     prots = proteins(seed=3)
     single = torch.cat([ours_embed(model, [p]) for p in prots])
     torch.testing.assert_close(ours_embed(model, prots), single, atol=1e-5, rtol=0)
@@ -114,10 +114,10 @@ def test_packed_attention_fallback_equals_naive():
 
 def test_inv_freq_comes_from_checkpoint(tmp_path, small):
     fair, path = small
-    base, _ = esm2.load_esm2(str(path))
+    base, _ = esm2_load.load_esm2(str(path))
     # Real checkpoints hold fp16-rounded inv_freq; a shifted one must be used as stored.
     state = {k: (v * 1.05).half() if k.endswith("inv_freq") else v for k, v in fair.state_dict().items()}
-    changed, _ = esm2.load_esm2(str(save_fair(fair, tmp_path / "f.pt", state=state)))
+    changed, _ = esm2_load.load_esm2(str(save_fair(fair, tmp_path / "f.pt", state=state)))
     stored = state["layers.1.self_attn.rot_emb.inv_freq"].float()
     assert torch.equal(changed.layers[1].self_attn.rot_emb.inv_freq, stored)
     prots = proteins(seed=5, lengths=[40, 90])
@@ -130,7 +130,7 @@ def test_inv_freq_comes_from_checkpoint(tmp_path, small):
 def test_checkpoint_without_inv_freq_uses_fair_esm_formula(tmp_path, small):
     fair, _ = small
     state = {k: v for k, v in fair.state_dict().items() if not k.endswith("inv_freq")}
-    model, _ = esm2.load_esm2(str(save_fair(fair, tmp_path / "n.pt", state=state)))
+    model, _ = esm2_load.load_esm2(str(save_fair(fair, tmp_path / "n.pt", state=state)))
     prots = proteins(seed=6, lengths=[12, 50])
     torch.testing.assert_close(ours_embed(model, prots), fair_embed(fair, prots), atol=1e-4, rtol=0)
 
@@ -144,7 +144,7 @@ def test_checkpoint_that_does_not_fit_is_refused(tmp_path, small, edit, words):
     state = dict(small[0].state_dict())
     edit(state)
     with pytest.raises(ModelLoadError, match=r"(?s)" + words.replace("(", r"\(").replace(")", r"\)")):
-        esm2.load_esm2(str(save_fair(small[0], tmp_path / "bad.pt", state=state)))
+        esm2_load.load_esm2(str(save_fair(small[0], tmp_path / "bad.pt", state=state)))
 
 
 class RunsCode:
@@ -159,7 +159,7 @@ def test_checkpoint_that_runs_code_is_refused(tmp_path):
     marker = tmp_path / "was_run"
     torch.save({"model": {}, "cfg": {"model": RunsCode(marker)}}, tmp_path / "evil.pt")
     with pytest.raises(ModelLoadError, match="mkdir"):
-        esm2.load_esm2(str(tmp_path / "evil.pt"))
+        esm2_load.load_esm2(str(tmp_path / "evil.pt"))
     assert not marker.exists()
 
 
@@ -197,7 +197,7 @@ def write_hf_folder(folder, fair):
 
 def test_hf_folder_loads(tmp_path, small):
     fair, _ = small
-    model, info = esm2.load_esm2(str(write_hf_folder(tmp_path / "snap", fair)))
+    model, info = esm2_load.load_esm2(str(write_hf_folder(tmp_path / "snap", fair)))
     assert info["kind"] == "hf"
     prots = proteins(seed=7, lengths=[3, 66, 120])
     torch.testing.assert_close(ours_embed(model, prots), fair_embed(fair, prots), atol=1e-4, rtol=0)
@@ -218,7 +218,7 @@ def test_equals_transformers_esm(tmp_path, masked_lm):
             elif "LayerNorm" in name or "layer_norm" in name:
                 p.add_(0.2 * torch.randn_like(p))
     hf.eval().save_pretrained(tmp_path / "hf")
-    model, _ = esm2.load_esm2(str(tmp_path / "hf"))
+    model, _ = esm2_load.load_esm2(str(tmp_path / "hf"))
     prots = proteins(seed=8, lengths=[1, 40, 99])
     body = hf.esm if masked_lm else hf
     with torch.no_grad():
@@ -235,10 +235,10 @@ def test_names_are_looked_up_in_the_caches(tmp_path, monkeypatch, small):
     hub = tmp_path / "torch" / "hub" / "checkpoints"
     hub.mkdir(parents=True)
     (hub / "esm2_t2_test.pt").write_bytes(path.read_bytes())
-    assert esm2.load_esm2("esm2_t2_test")[1]["path"] == str(hub / "esm2_t2_test.pt")
+    assert esm2_load.load_esm2("esm2_t2_test")[1]["path"] == str(hub / "esm2_t2_test.pt")
     repo = tmp_path / "hf" / "hub" / "models--facebook--esm2_hf_test"
     write_hf_folder(repo / "snapshots" / "abc123", fair)
-    assert esm2.load_esm2("facebook/esm2_hf_test")[1]["path"] == str(repo / "snapshots" / "abc123")
+    assert esm2_load.load_esm2("facebook/esm2_hf_test")[1]["path"] == str(repo / "snapshots" / "abc123")
 
 
 def test_missing_source_lists_every_place_looked(tmp_path, monkeypatch):
@@ -246,21 +246,21 @@ def test_missing_source_lists_every_place_looked(tmp_path, monkeypatch):
     monkeypatch.setenv("HF_HOME", str(tmp_path / "hf"))
     monkeypatch.setenv("HF_HUB_CACHE", str(tmp_path / "hubcache"))
     with pytest.raises(ModelLoadError) as err:
-        esm2.load_esm2("facebook/esm2_t36_3B_UR50D")
+        esm2_load.load_esm2("facebook/esm2_t36_3B_UR50D")
     msg = str(err.value)
     for place in ("torch/hub/checkpoints/esm2_t36_3B_UR50D.pt", "hubcache/models--facebook--esm2_t36_3B_UR50D",
                   "hf/hub/models--facebook--esm2_t36_3B_UR50D", "huggingface-cli download facebook/esm2_t36_3B_UR50D",
                   "fair-esm/models/esm2_t36_3B_UR50D.pt"):
         assert place in msg
     with pytest.raises(ModelLoadError, match="random:tiny"):
-        esm2.load_esm2(str(tmp_path / "no" / "such.pt"))
+        esm2_load.load_esm2(str(tmp_path / "no" / "such.pt"))
 
 
 def test_random_tiny_is_seeded():
     prots = proteins(seed=9, lengths=[5, 50])
-    a, info = esm2.load_esm2("random:tiny", seed=1)
-    b, _ = esm2.load_esm2("random:tiny", seed=1)
-    c, _ = esm2.load_esm2("random:tiny", seed=2)
+    a, info = esm2_load.load_esm2("random:tiny", seed=1)
+    b, _ = esm2_load.load_esm2("random:tiny", seed=1)
+    c, _ = esm2_load.load_esm2("random:tiny", seed=2)
     assert info["kind"] == "random" and info["dim"] == PRESETS["tiny"]["esm2"]["embed_dim"]
     assert info["attention"] == "padded-sdpa"  # CPU: no FlashAttention
     ea, eb, ec = (ours_embed(m, prots) for m in (a, b, c))
@@ -271,7 +271,7 @@ def test_random_tiny_is_seeded():
 
 def test_bf16_weights_keep_fp32_rotary_and_pooling(small):
     prots = proteins(seed=10, lengths=[20, 80])
-    model, info = esm2.load_esm2(str(small[1]), dtype=torch.bfloat16)
+    model, info = esm2_load.load_esm2(str(small[1]), dtype=torch.bfloat16)
     assert info["dtype"] == "bfloat16" and model.layers[0].fc1.weight.dtype == torch.bfloat16
     assert model.layers[0].self_attn.rot_emb.inv_freq.dtype == torch.float32
     out = ours_embed(model, prots)
@@ -280,7 +280,7 @@ def test_bf16_weights_keep_fp32_rotary_and_pooling(small):
 
 
 def test_random_full_has_the_3b_shape_without_allocating():
-    model, info = esm2.load_esm2("random:full", device="meta", dtype=torch.bfloat16)
+    model, info = esm2_load.load_esm2("random:full", device="meta", dtype=torch.bfloat16)
     d, layers = 2560, 36
     per_layer = 4 * (d * d + d) + (4 * d * d + 4 * d) + (4 * d * d + d) + 4 * d
     assert sum(p.numel() for p in model.parameters()) == 33 * d + layers * per_layer + 2 * d  # ~2.83e9
@@ -295,10 +295,10 @@ def test_staged_copy_gives_the_bits_of_a_direct_copy(tmp_path, monkeypatch, dtyp
     from virnucpro.models import weightfiles
 
     path = weightfiles.write_fair_esm(tmp_path / "esm2_tiny.pt", "tiny", seed=4)
-    direct, _ = esm2.load_esm2(str(path), dtype=dtype)
-    staged = esm2.staged_copy
-    monkeypatch.setattr(esm2, "staged_copy", lambda pairs, device: staged(pairs, device, stage_bytes=1000))
-    got, _ = esm2.load_esm2(str(path), dtype=dtype)
+    direct, _ = esm2_load.load_esm2(str(path), dtype=dtype)
+    staged = esm2_load.staged_copy
+    monkeypatch.setattr(esm2_load, "staged_copy", lambda pairs, device: staged(pairs, device, stage_bytes=1000))
+    got, _ = esm2_load.load_esm2(str(path), dtype=dtype)
     want = direct.state_dict()
     assert any(v.numel() * 2 > 1000 for v in want.values())  # some tensors span several buffers
     for name, value in got.state_dict().items():

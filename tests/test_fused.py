@@ -2,6 +2,7 @@
 import torch
 import torch.nn.functional as F
 
+from virnucpro import settings
 from virnucpro.models import fused
 
 
@@ -75,11 +76,18 @@ def test_compile_failure_falls_back_to_eager_once(monkeypatch, caplog):
 
 
 def test_disabled_runs_eager(monkeypatch):
-    monkeypatch.setattr(fused, "ENABLED", False)
     monkeypatch.setattr(fused._Fusable, "wants_compile", staticmethod(lambda x: True))
     f = fused._Fusable(fused._geglu, token_args=(0,))
     h = torch.randn(5, 8)
-    assert torch.equal(f(h), fused._geglu(h)) and f.compiled is None
+    with settings.override(fused=False):
+        assert torch.equal(f(h), fused._geglu(h)) and f.compiled is None
+
+
+def test_fused_setting_comes_from_the_environment(monkeypatch):
+    monkeypatch.setenv(settings.FUSED_ENV, "0")
+    assert not fused.enabled()
+    monkeypatch.setenv(settings.FUSED_ENV, "1")
+    assert fused.enabled()
 
 
 def _qkv_views(T, H=4, Dh=16):

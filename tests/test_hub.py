@@ -1,7 +1,7 @@
 import os
 import time
 
-from virnucpro.models.dnabert import find_snapshot
+from virnucpro.models.dnabert_load import find_snapshot
 from virnucpro.models.hub import hf_cache_roots, hf_snapshots
 
 

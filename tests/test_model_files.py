@@ -17,8 +17,8 @@ from esm.model.esm2 import ESM2 as FairESM2
 from esm.pretrained import load_model_and_alphabet_core
 from conftest import FIXTURE, REAL_DNABERT
 from virnucpro.errors import ModelLoadError
-from virnucpro.models import dnabert, esm2, weightfiles
-from virnucpro.models.classifier import random_classifier, save_classifier
+from virnucpro.models import dnabert, dnabert_load, esm2, esm2_load, weightfiles
+from virnucpro.models.classifier_load import random_classifier, save_classifier
 from virnucpro.presets import PRESETS
 
 needs_shared = pytest.mark.skipif(not (FIXTURE / "dnabert_s_tiny").is_dir(), reason="../shared is not present")
@@ -70,7 +70,7 @@ def test_fair_esm_file_is_what_fair_esm_reads(files):
     with pytest.warns(UserWarning, match="Regression weights not found"):
         fair, alphabet = load_model_and_alphabet_core(files["esm"].stem, data)
     fair = fair.float().eval()
-    ours, info = esm2.load_esm2(str(files["esm"]))
+    ours, info = esm2_load.load_esm2(str(files["esm"]))
     assert info["kind"] == "fair-esm" and info["layers"] == PRESETS["tiny"]["esm2"]["num_layers"]
     prots = ["MKTAYIAKQR", "ACDEFGHIKLMNPQRSTVWY" * 4, "M"]
     _, _, toks = alphabet.get_batch_converter()([(str(i), p) for i, p in enumerate(prots)])
@@ -102,13 +102,13 @@ def test_dnabert_snapshot_has_the_published_layout(files):
                                                   "tokenizer_config.json", "special_tokens_map.json"}
     tok = json.loads((folder / "tokenizer.json").read_text())
     assert tok["padding"]["strategy"] == {"Fixed": 2000} and tok["truncation"]["max_length"] == 2000  # as the real file ships
-    model, _, info = dnabert.load_dnabert(str(folder))
+    model, _, info = dnabert_load.load_dnabert(str(folder))
     assert info["kind"] == "hf" and info["dim"] == PRESETS["tiny"]["dnabert"]["hidden_size"]
     full = PRESETS["full"]["dnabert"]
     shapes = {k: s for k, (s, _) in weightfiles.dnabert_shapes(**full).items() if not k.startswith("pooler.")}
     with torch.device("meta"):
-        meta = dnabert.DNABERTS(**full)
-    renamed = dnabert.convert_state_dict({k: torch.empty(s, device="meta") for k, s in shapes.items()})
+        meta = dnabert.DNABERTS(dnabert.DNABERTConfig(**full))
+    renamed = dnabert_load.convert_state_dict({k: torch.empty(s, device="meta") for k, s in shapes.items()})
     assert {k: tuple(v.shape) for k, v in renamed.items()} == {k: tuple(v.shape) for k, v in meta.state_dict().items()}
 
 
@@ -122,9 +122,9 @@ def test_dnabert_snapshot_matches_the_fixture_and_its_reference_outputs(tmp_path
     # The fixture's tensors written by the writer load to the published reference code's outputs.
     folder = weightfiles.save_dnabert_snapshot(tmp_path / "snap", real, weightfiles.dnabert_config(
         **{k: v for k, v in PRESETS["tiny"]["dnabert"].items()}))
-    model, _, _ = dnabert.load_dnabert(str(folder))
+    model, _, _ = dnabert_load.load_dnabert(str(folder))
     expected = torch.load(FIXTURE / "dnabert_s_tiny_expected.pt", weights_only=True)
-    real_tok = dnabert.load_tokenizer(REAL_DNABERT / "tokenizer.json")
+    real_tok = dnabert_load.load_tokenizer(REAL_DNABERT / "tokenizer.json")
     ids = dnabert.tokenize(real_tok, expected["sequences"])
     with torch.inference_mode():
         got = model.embed_packed(*dnabert.pack(ids))
@@ -261,10 +261,10 @@ def test_esm2_weights_are_checked_before_anything_is_allocated(tmp_path, files, 
     def allocate(*_):
         raise AssertionError("allocated before the weights were checked")
 
-    monkeypatch.setattr(esm2, "_materialize", allocate)
-    monkeypatch.setattr(esm2, "check_fits", lambda *a: None)  # as on a host with room for it
+    monkeypatch.setattr(esm2_load, "_materialize", allocate)
+    monkeypatch.setattr(esm2_load, "check_fits", lambda *a: None)  # as on a host with room for it
     with pytest.raises(ModelLoadError, match="not an ESM-2 checkpoint of this shape"):
-        esm2.load_esm2(str(folder), device="cpu")
+        esm2_load.load_esm2(str(folder), device="cpu")
 
 
 @pytest.mark.parametrize("loader", ["esm2", "dnabert"])
@@ -274,9 +274,9 @@ def test_model_larger_than_free_memory_is_refused_before_reading_weights(tmp_pat
     monkeypatch.setattr(hub, "host_memory_available", lambda: 1000)
     with pytest.raises(ModelLoadError, match=r"more than the 0\.0 GB of host memory available"):
         if loader == "esm2":
-            esm2.load_esm2(str(files["esm"]))
+            esm2_load.load_esm2(str(files["esm"]))
         else:
-            dnabert.load_dnabert(str(files["dnabert"]))
+            dnabert_load.load_dnabert(str(files["dnabert"]))
 
 
 def test_benchmark_runs_read_the_model_files_each_input_again(tmp_path, monkeypatch):

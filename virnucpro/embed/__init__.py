@@ -12,8 +12,8 @@ import torch
 
 from virnucpro import faults
 from virnucpro.errors import InputError, VirnucproError
-from virnucpro.models import dnabert, esm2
-from virnucpro.models.classifier import MLPClassifier, load_classifier, random_classifier  # noqa: F401
+from virnucpro.models import dnabert, dnabert_load, esm2, esm2_load
+from virnucpro.models.classifier_load import MLPClassifier, load_classifier, random_classifier  # noqa: F401
 from virnucpro.runner import pack, run_batched
 
 PRECISIONS = {"fp32": torch.float32, "bf16": torch.bfloat16}
@@ -120,7 +120,7 @@ class Embedder:
 def load_protein_model(source: str, device="cpu", precision: str = "fp32", seed: int = 0,
                        batch_tokens: int | None = None, compile: bool = False) -> Embedder:
     device = resolve_device(device) if isinstance(device, str) else device
-    model, info = esm2.load_esm2(source, device=device, dtype=PRECISIONS[precision], seed=seed)
+    model, info = esm2_load.load_esm2(source, device=device, dtype=PRECISIONS[precision], seed=seed)
     model.eval()
     info = {**info, "precision": precision}
     return Embedder(model, esm2.tokenize, device, info, batch_tokens, compile)
@@ -129,7 +129,7 @@ def load_protein_model(source: str, device="cpu", precision: str = "fp32", seed:
 def load_dna_model(source: str, device="cpu", precision: str = "fp32", seed: int = 0,
                    batch_tokens: int | None = None, compile: bool = False) -> Embedder:
     device = resolve_device(device) if isinstance(device, str) else device
-    model, tok, info = dnabert.load_dnabert(source, device=device, dtype=PRECISIONS[precision], seed=seed)
+    model, tok, info = dnabert_load.load_dnabert(source, device=device, dtype=PRECISIONS[precision], seed=seed)
     model.eval()
     info = {**info, "precision": precision}
     return Embedder(model, lambda seqs: dnabert.tokenize(tok, seqs), device, info, batch_tokens, compile)

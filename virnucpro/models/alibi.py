@@ -16,24 +16,28 @@ Three implementations:
 """
 from __future__ import annotations
 
+import contextlib
 import functools
 import logging
 import math
-import os
 from functools import cached_property
 
 import torch
 import torch.nn.functional as F
 
-from virnucpro.errors import InputError, VirnucproError
+from virnucpro import settings
+from virnucpro.errors import VirnucproError
 from virnucpro.models import fused
+from virnucpro.settings import DNA_ATTENTION_ENV, dna_attention  # noqa: F401  (part of this module's API)
 
 log = logging.getLogger(__name__)
 
-# Sparsity granule of the flex block mask, and the kernel's tiles.  ORFs are about 100 DNABERT-S
-# tokens, so most scores of flex's default 128 x 128 blocks are masked out; with 64 the
-# DNABERT-S stage went from 38.8% to 42.3% MFU (H200, e073704).  VIRNUCPRO_FLEX_BLOCK=128 restores it.
-FLEX_BLOCK = int(os.environ.get("VIRNUCPRO_FLEX_BLOCK", "64"))
+
+def flex_block() -> int:
+    """Sparsity granule of the flex block mask, and the kernel's tiles (VIRNUCPRO_FLEX_BLOCK).
+    ORFs are about 100 DNABERT-S tokens, so most scores of flex's default 128 x 128 blocks would
+    be masked out."""
+    return settings.models().flex_block
 
 
 def alibi_slopes(n_heads: int, device=None) -> torch.Tensor:
@@ -104,13 +108,13 @@ class PackedLayout:
         is applied everywhere; ORF sequences are shorter than one block anyway."""
         from torch.nn.attention.flex_attention import BlockMask
 
-        T, cu, seq_id = self.total, self.cu_seqlens, self.seq_id
-        n_blocks = -(-T // FLEX_BLOCK)
-        starts = torch.arange(n_blocks, device=cu.device) * FLEX_BLOCK
+        T, cu, seq_id, block = self.total, self.cu_seqlens, self.seq_id, flex_block()
+        n_blocks = -(-T // block)
+        starts = torch.arange(n_blocks, device=cu.device) * block
         first = seq_id[starts]
-        last = seq_id[(starts + FLEX_BLOCK).clamp(max=T) - 1]
-        lo = cu[first] // FLEX_BLOCK
-        hi = (cu[last + 1] - 1) // FLEX_BLOCK
+        last = seq_id[(starts + block).clamp(max=T) - 1]
+        lo = cu[first] // block
+        hi = (cu[last + 1] - 1) // block
         # Only the first (hi - lo + 1) entries of a row are read, but Inductor wants
         # rows as wide as the key blocks (n_blocks^2 int32: 1 GiB at 1M tokens in 64-token blocks).
         idx = (lo[:, None] + torch.arange(n_blocks, device=cu.device)).clamp(max=n_blocks - 1)
@@ -121,7 +125,7 @@ class PackedLayout:
 
         return BlockMask.from_kv_blocks(
             (hi - lo + 1).to(torch.int32)[None, None], idx.to(torch.int32)[None, None],
-            BLOCK_SIZE=FLEX_BLOCK, mask_mod=same_sequence, seq_lengths=(T, T), compute_q_blocks=False,
+            BLOCK_SIZE=block, mask_mod=same_sequence, seq_lengths=(T, T), compute_q_blocks=False,
         )
 
 
@@ -153,6 +157,22 @@ def _flex(device_type: str):
     return _compiled_flex[device_type]
 
 
+@contextlib.contextmanager
+def flex_function(device_type: str, fn):
+    """Run flex attention on `device_type` through `fn` for the duration of a `with` block (tests
+    run the uncompiled `flex_attention`, which checks the score and mask functions without a
+    minute-long CPU compilation)."""
+    saved = _compiled_flex.get(device_type)
+    _compiled_flex[device_type] = fn
+    try:
+        yield
+    finally:
+        if saved is None:
+            _compiled_flex.pop(device_type, None)
+        else:
+            _compiled_flex[device_type] = saved
+
+
 def flex_alibi_attention(q, k, v, layout: PackedLayout, slopes: torch.Tensor) -> torch.Tensor:
     def alibi(score, b, h, q_idx, kv_idx):
         # The mask keeps only pairs of one sequence, where the packed distance is the
@@ -162,7 +182,8 @@ def flex_alibi_attention(q, k, v, layout: PackedLayout, slopes: torch.Tensor) ->
     # Contiguous copies, also on the GPU: with q, k, v as strided views of the Wqkv output the
     # flex kernel ran 4x slower (H200), and Inductor's CPU lowering refuses such views outright.
     q, k, v = fused.heads_first(q, k, v)
-    options = {"BLOCK_M": FLEX_BLOCK, "BLOCK_N": FLEX_BLOCK} if FLEX_BLOCK < 128 and q.is_cuda else None
+    block = flex_block()
+    options = {"BLOCK_M": block, "BLOCK_N": block} if block < 128 and q.is_cuda else None
     out = _flex(q.device.type)(q, k, v, score_mod=alibi, block_mask=layout.block_mask, kernel_options=options)
     return fused.tokens_first(out[0])
 
@@ -182,22 +203,6 @@ def _fast_dtype(dtype: torch.dtype) -> bool:
     return dtype in (torch.bfloat16, torch.float16) or torch.get_float32_matmul_precision() != "highest"
 
 
-DNA_ATTENTION_ENV = "VIRNUCPRO_DNA_ATTENTION"
-_DNA_ATTENTION_CHOICES = ("flex", "triton", "auto")
-
-
-def dna_attention() -> str:
-    """DNABERT-S's attention setting, from VIRNUCPRO_DNA_ATTENTION: "auto" (default: Triton where
-    it can be imported and the dtype is fast, as for flex; else as "flex"), "flex" (FlexAttention
-    where `flex_suits`, else SDPA) or "triton" (the Triton kernel on CUDA, and no torch.compile
-    anywhere in DNABERT-S; an error where Triton cannot be imported).  The Triton kernel is the
-    default because it measured faster and needs no per-process compilation (docs/PERFORMANCE.md)."""
-    value = os.environ.get(DNA_ATTENTION_ENV, "").strip().lower() or "auto"
-    if value not in _DNA_ATTENTION_CHOICES:
-        raise InputError(f"{DNA_ATTENTION_ENV}={value!r}: expected one of {', '.join(_DNA_ATTENTION_CHOICES)}")
-    return value
-
-
 @functools.lru_cache(maxsize=None)
 def _triton_kernels():
     """alibi_triton, or the reason it cannot be imported."""
@@ -209,7 +214,13 @@ def _triton_kernels():
 
 
 def dna_backend(device: torch.device, dtype: torch.dtype) -> str:
-    """The `packed_alibi_attention` backend that DNABERT-S uses on this device: "triton" or "auto"."""
+    """The `packed_alibi_attention` backend that DNABERT-S uses on this device: "triton" or "auto".
+
+    VIRNUCPRO_DNA_ATTENTION (settings.dna_attention): "auto" (default: Triton where it can be
+    imported and the dtype is fast, as for flex; else as "flex"), "flex" (FlexAttention where
+    `flex_suits`, else SDPA) or "triton" (the Triton kernel on CUDA, and no torch.compile anywhere
+    in DNABERT-S; an error where Triton cannot be imported).  The Triton kernel is the default
+    because it needs no per-process compilation and measured faster (docs/PERFORMANCE.md)."""
     setting = dna_attention()
     # "auto" takes the kernel on a GPU only: Triton's interpreter (TRITON_INTERPRET=1, for tests)
     # would otherwise slip it into every CPU run.

@@ -35,20 +35,21 @@ def uses_varlen(device: torch.device, dtype: torch.dtype) -> bool:
 
 
 def packed_attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor,
-                     cu_seqlens: torch.Tensor, max_seqlen: int) -> torch.Tensor:
-    """softmax(q k^T / sqrt(Dh)) v within each sequence; returns [T, H, Dh]."""
+                     cu_seqlens: torch.Tensor, max_seqlen: int, index=None) -> torch.Tensor:
+    """softmax(q k^T / sqrt(Dh)) v within each sequence; returns [T, H, Dh].  `index`: the
+    batch's `token_index`, where the caller has it already (the padded path needs it)."""
     if uses_varlen(q.device, q.dtype):
         cu = cu_seqlens.to(device=q.device, dtype=torch.int32)
         # Positional arguments only: the keyword-only options differ between torch releases.
         return varlen_attn(q, k, v, cu, cu, max_seqlen, max_seqlen)
-    return padded_attention(q, k, v, cu_seqlens, max_seqlen)
+    return padded_attention(q, k, v, cu_seqlens, max_seqlen, index)
 
 
 def padded_attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor,
-                     cu_seqlens: torch.Tensor, max_seqlen: int) -> torch.Tensor:
+                     cu_seqlens: torch.Tensor, max_seqlen: int, index=None) -> torch.Tensor:
     total, heads, head_dim = q.shape
     batch = cu_seqlens.numel() - 1
-    seq, pos = token_index(cu_seqlens, total)
+    seq, pos = token_index(cu_seqlens, total) if index is None else index
 
     def pad(x: torch.Tensor) -> torch.Tensor:
         out = x.new_zeros(batch, max_seqlen, heads, head_dim)

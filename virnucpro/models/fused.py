@@ -2,9 +2,9 @@
 was measured to pay (H200, torch 2.11).
 
 Eager PyTorch runs every elementwise op as its own kernel, each reading and writing the
-activations in GPU memory.  The fp32 rotary embedding of ESM-2 was about fifteen kernels over
-q and k per layer; fused, with its cos/sin tables made once per layer, it went from 10% of
-ESM-2's GPU time to 2%.  DNABERT-S's GEGLU and post-LN residual LayerNorms gain too.  Plain
+activations in GPU memory.  The fp32 rotary embedding of ESM-2 is about fifteen kernels over
+q and k per layer unfused (docs/PERFORMANCE.md has the figures); DNABERT-S's GEGLU and post-LN
+residual LayerNorms gain too.  Plain
 LayerNorm, GELU and residual adds do not: PyTorch's kernels were faster than Inductor's.
 The copies that put DNABERT-S's heads first for FlexAttention, and back, are one kernel each.
 
@@ -20,16 +20,20 @@ intermediates stay in fp32 instead of being rounded to bf16 between ops.
 from __future__ import annotations
 
 import logging
-import os
 
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
+from virnucpro import settings
+
 log = logging.getLogger(__name__)
 
-# Read at call time, so that a benchmark can measure both ways in one process.
-ENABLED = os.environ.get("VIRNUCPRO_FUSED", "1") != "0"
+
+def enabled() -> bool:
+    """VIRNUCPRO_FUSED (settings.models().fused), asked at each call so that a benchmark can
+    measure both ways in one process (`settings.override(fused=False)`)."""
+    return settings.models().fused
 
 
 def _rotary(q: torch.Tensor, k: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor):
@@ -70,7 +74,7 @@ class _Fusable:
         return x.is_cuda
 
     def __call__(self, *args):
-        if not (ENABLED and not self.failed and self.wants_compile(args[0])):
+        if not (enabled() and not self.failed and self.wants_compile(args[0])):
             return self.fn(*args)
         if self.compiled is None:
             self.compiled = torch.compile(self.fn, fullgraph=True)
@@ -95,15 +99,15 @@ _tokens_first_f = _Fusable(_tokens_first, token_args=(0,), token_dim=1)
 
 def rotary(q: torch.Tensor, k: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor):
     """q and k [T, H, Dh] rotated by fp32 angles whose cos and sin are [T, 1, Dh/2]; same dtype
-    as q and k.  The tables are made once per layer, not per head: sin and cos of large angles
-    are costly, and in the kernel they took 10% of ESM-2's time."""
+    as q and k.  The tables are made once per step (esm2.PackedBatch), not per head or per layer: sin and
+    cos of large angles are costly."""
     return _rotary_f(q, k, cos, sin)
 
 
 def add_norm(x: torch.Tensor, y: torch.Tensor, norm: nn.LayerNorm, triton: bool = False) -> torch.Tensor:
     """norm(x + y): a post-LN block's output.  triton: fused by a plain Triton kernel instead of
     Inductor (fused_triton.py), for a model that must run no torch.compile."""
-    if triton and ENABLED:
+    if triton and enabled():
         from virnucpro.models import fused_triton
 
         return fused_triton.add_norm(x, y, norm.weight, norm.bias, norm.eps)
@@ -112,7 +116,7 @@ def add_norm(x: torch.Tensor, y: torch.Tensor, norm: nn.LayerNorm, triton: bool 
 
 def geglu(h: torch.Tensor, triton: bool = False) -> torch.Tensor:
     """gelu(first half) x second half, over the last dimension.  triton: as for `add_norm`."""
-    if triton and ENABLED:
+    if triton and enabled():
         from virnucpro.models import fused_triton
 
         return fused_triton.geglu(h)
@@ -121,8 +125,7 @@ def geglu(h: torch.Tensor, triton: bool = False) -> torch.Tensor:
 
 def heads_first(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor):
     """q, k, v [T, H, Dh] (strided views of one projection) -> contiguous [1, H, T, Dh] each, as
-    FlexAttention wants them.  PyTorch's generic strided copies took 15% of DNABERT-S's GPU time
-    (H200, e073704); these kernels do the same in less than half of that."""
+    FlexAttention wants them, in one kernel each instead of PyTorch's generic strided copies."""
     return _heads_first_f(q, k, v)
 
 

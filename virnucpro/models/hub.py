@@ -9,21 +9,12 @@ import os
 import re
 import warnings
 import zipfile
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Callable
 
 from virnucpro.errors import ModelLoadError
-
-
-def hf_cache_roots() -> list[Path]:
-    """Hub cache folders in the order huggingface_hub itself consults its variables."""
-    env = os.environ
-    roots = [env.get("HF_HUB_CACHE"), env.get("HUGGINGFACE_HUB_CACHE")]
-    if env.get("HF_HOME"):
-        roots.append(os.path.join(env["HF_HOME"], "hub"))
-    xdg = env.get("XDG_CACHE_HOME") or os.path.join(os.path.expanduser("~"), ".cache")
-    roots.append(os.path.join(xdg, "huggingface", "hub"))
-    return list(dict.fromkeys(Path(r).expanduser() for r in roots if r))
+from virnucpro.settings import hf_cache_roots  # noqa: F401  (where the caches are: a setting)
 
 
 def hf_snapshots(repo_dir: Path, usable: Callable[[Path], bool]) -> list[Path]:
@@ -158,3 +149,119 @@ def _plain(e: BaseException) -> str:
         detail = [ln.strip() for ln in text.partition("WeightsUnpickler error:")[2].splitlines() if ln.strip()]
         return "its pickle cannot be read as weights" + (f": {detail[0]}" if detail else "")
     return first_line(e)
+
+
+# ----------------------------------------------------------------------------- weights
+
+class SafetensorsState(Mapping):
+    """Tensors of one or more .safetensors files, read only when asked for (host memory stays
+    at one tensor, not the whole model); shapes come from the headers alone."""
+
+    def __init__(self, files: list[Path]):
+        from safetensors import safe_open
+
+        self._handles, self._where = [], {}
+        for f in files:
+            try:
+                if f.stat().st_size == 0:
+                    raise ValueError("the file is empty")
+                h = safe_open(str(f), framework="pt", device="cpu")
+            except Exception as e:
+                raise ModelLoadError(f"{f}: not a readable safetensors file ({first_line(e)})") from None
+            self._handles.append(h)
+            self._where.update((k, (h, f)) for k in h.keys())
+
+    def shape(self, key) -> list[int]:
+        return self._where[key][0].get_slice(key).get_shape()
+
+    def __getitem__(self, key):
+        return self._where[key][0].get_tensor(key)
+
+    def __iter__(self):
+        return iter(self._where)
+
+    def __len__(self):
+        return len(self._where)
+
+
+def hf_weight_files(folder: Path) -> tuple[str, list[Path]] | None:
+    for single, kind in (("model.safetensors", "safetensors"), ("pytorch_model.bin", "bin")):
+        if (folder / single).is_file():
+            return kind, [folder / single]
+        index = folder / f"{single}.index.json"
+        if index.is_file():
+            return kind, _shards(index)
+    return None
+
+
+def _shards(index: Path) -> list[Path]:
+    """The shard files a sharded checkpoint's index names, each a file beside the index."""
+    weight_map = read_json_object(index, "checkpoint index").get("weight_map")
+    if not isinstance(weight_map, dict) or not weight_map or not all(isinstance(v, str) for v in weight_map.values()):
+        raise ModelLoadError(f"{index}: 'weight_map' must be a JSON object from tensor names to shard file names")
+    shards = []
+    for name in sorted(set(weight_map.values())):
+        shard = index.parent / name
+        if Path(name).name != name or not shard.is_file():
+            raise ModelLoadError(f"{index}: names shard {name!r}, which is not a file beside it")
+        shards.append(shard)
+    return shards
+
+
+STAGE_BYTES, STAGE_BUFFERS = 32 << 20, 4
+
+
+def staged_copy(pairs, device, stage_bytes: int | None = None) -> None:
+    """Copy each (dst, src) pair, src a host tensor (memory-mapped from a checkpoint) and dst a
+    tensor of the same shape on `device`, in any dtype.
+
+    On a GPU the bytes go through a few pinned buffers, filled by the host while the GPU copies the
+    previous one, and each tensor is converted on the GPU: a direct `dst.copy_(src)` from pageable
+    memory would first convert on the host (a second full pass over 5.6 GB for ESM-2 3B) and then
+    copy without overlap.  On the CPU each pair is copied in place."""
+    torch = _torch()
+    if device.type != "cuda" and stage_bytes is None:
+        for dst, src in pairs:
+            dst.copy_(src)
+        return
+    stage_bytes = stage_bytes or STAGE_BYTES
+    cuda = device.type == "cuda"
+    host = [torch.empty(stage_bytes, dtype=torch.uint8, pin_memory=cuda) for _ in range(STAGE_BUFFERS)]
+    dev = [torch.empty(stage_bytes, dtype=torch.uint8, device=device) for _ in host] if cuda else host
+    stream = torch.cuda.Stream(device) if cuda else None
+    done: list = [None] * len(host)
+    state = {"buf": 0, "fill": 0, "pieces": []}
+
+    def flush():
+        i, fill, pieces = state["buf"], state["fill"], state["pieces"]
+        if pieces:
+            if cuda:
+                with torch.cuda.stream(stream):
+                    dev[i][:fill].copy_(host[i][:fill], non_blocking=True)
+                    for dst, a, n, dtype, off in pieces:
+                        dst[a:a + n].copy_(dev[i][off:off + n * dtype.itemsize].view(dtype))
+                    done[i] = torch.cuda.Event()
+                    done[i].record(stream)
+            else:
+                for dst, a, n, dtype, off in pieces:
+                    dst[a:a + n].copy_(host[i][off:off + n * dtype.itemsize].view(dtype))
+        i = (i + 1) % len(host)
+        if done[i] is not None:
+            done[i].synchronize()  # the GPU has read this buffer: the host may fill it again
+        state.update(buf=i, fill=0, pieces=[])
+
+    for dst, src in pairs:
+        flat, out = src.contiguous().view(-1), dst.view(-1)
+        size, a = flat.element_size(), 0
+        while a < flat.numel():
+            fill = -(-state["fill"] // 64) * 64  # every piece starts aligned for any dtype's view
+            n = min((stage_bytes - fill) // size, flat.numel() - a)
+            if n <= 0:
+                flush()
+                continue
+            host[state["buf"]][fill:fill + n * size].copy_(flat[a:a + n].view(torch.uint8))
+            state["pieces"].append((out, a, n, flat.dtype, fill))
+            state["fill"], a = fill + n * size, a + n
+    flush()
+    if cuda:
+        stream.synchronize()

@@ -164,7 +164,7 @@ def save_dnabert_snapshot(folder: str | Path, state: dict[str, torch.Tensor], co
     and truncation at 2000 switched on as in the published file."""
     from tokenizers import Tokenizer
 
-    from virnucpro.models.dnabert import STAND_IN_TOKENIZER
+    from virnucpro.models.dnabert_load import STAND_IN_TOKENIZER
 
     def write(tmp: Path) -> None:
         tmp.mkdir(parents=True)
@@ -188,7 +188,7 @@ def write_dnabert_snapshot(folder: str | Path, preset: str = "tiny", seed: int =
 # ------------------------------------------------------------------------------------ all three
 
 def write_classifier(path: str | Path, preset: str = "tiny", seed: int = 0) -> Path:
-    from virnucpro.models.classifier import random_classifier, save_classifier
+    from virnucpro.models.classifier_load import random_classifier, save_classifier
 
     shape = PRESETS[preset]["classifier"]
     model = random_classifier(shape["input_dim"], shape["hidden_dim"], shape["num_class"], seed=seed)

@@ -1,0 +1,26 @@
+"""Seeded random weights for runs without trained ones, drawn on the model's own device."""
+from __future__ import annotations
+
+from typing import Callable
+
+import torch
+import torch.nn as nn
+
+
+@torch.no_grad()
+def random_init_(model: nn.Module, seed: int, std: Callable[[nn.Module], float]) -> nn.Module:
+    """Linear and Embedding weights from N(0, std(module)^2) with one generator, in module
+    order; biases zero, LayerNorms the identity, an Embedding's padding row zero."""
+    device = next(model.parameters()).device
+    gen = torch.Generator(device=device).manual_seed(seed)
+    for m in model.modules():
+        if isinstance(m, (nn.Linear, nn.Embedding)):
+            m.weight.normal_(0.0, std(m), generator=gen)
+            if getattr(m, "bias", None) is not None:
+                m.bias.zero_()
+            if isinstance(m, nn.Embedding) and m.padding_idx is not None:
+                m.weight[m.padding_idx].zero_()
+        elif isinstance(m, nn.LayerNorm):
+            m.weight.fill_(1.0)
+            m.bias.zero_()
+    return model
