@@ -7,7 +7,8 @@ a..b-1 of one input.  Every file is written to a temp name, fsync'ed and renamed
 kill leaves either the old file or the new one.  A range file carries the fingerprint
 and a digest of its ORF ids and is used only if both match: a row can never be paired
 with another ORF's id.  Chunking and translation are cheap and deterministic, so they
-are recomputed on resume rather than saved.
+are recomputed on resume rather than saved; spool/ holds them (spool.py) while an input is
+scored, and is removed at the start of every run.
 """
 from __future__ import annotations
 
@@ -22,52 +23,12 @@ from pathlib import Path
 
 import numpy as np
 
-from virnucpro import faults, owned
-from virnucpro.errors import InputError, OutputError, VirnucproError
+from virnucpro import owned
+from virnucpro.durable import atomic_write, writing
+from virnucpro.errors import InputError, VirnucproError
 
 DIR = ".virnucpro"
 FORMAT = 2
-
-
-@contextmanager
-def writing(path):
-    try:
-        yield
-    except OSError as e:
-        raise OutputError(f"cannot write {e.filename or path}: {e.strerror or e}") from None
-
-
-def fsync_dir(path: Path) -> None:
-    fd = os.open(path, os.O_RDONLY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
-
-
-def atomic_write(path: Path, write, fault: str = "checkpoint") -> None:
-    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
-    with writing(path):
-        try:
-            with open(tmp, "wb") as f:
-                write(f)
-                f.flush()
-                os.fsync(f.fileno())
-            faults.point(fault, tmp)
-            os.replace(tmp, path)
-        except BaseException:
-            with suppress(OSError):
-                tmp.unlink()
-            raise
-        fsync_dir(path.parent)
-
-
-def sha256_file(path: Path) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        for block in iter(lambda: f.read(1 << 20), b""):
-            h.update(block)
-    return h.hexdigest()
 
 
 def digest(fields) -> str:
@@ -247,10 +208,6 @@ class Store:
         data = (json.dumps(self.manifest, indent=1) + "\n").encode()
         atomic_write(self.manifest_path, lambda f: f.write(data), fault="manifest")
 
-    @property
-    def fingerprint(self) -> str:
-        return self.manifest["fingerprint"]
-
     def ranges(self, n: int) -> list[tuple[int, int]]:
         return ranges(n, self.manifest["layout"]["every"])
 
@@ -290,7 +247,7 @@ class Store:
 
     def _expect(self, data, a: int, b: int) -> dict:
         ids = hashlib.sha256("\n".join(o.id for o in data.orfs[a:b]).encode()).hexdigest()
-        return {"fingerprint": self.fingerprint, "range": [a, b], "ids": ids}
+        return {"fingerprint": self.manifest["fingerprint"], "range": [a, b], "ids": ids}
 
     def _read(self, data, a: int, b: int, keep_features: bool | None = None) -> dict | None:
         """The range's arrays if its file is whole and belongs to this run, else None; a damaged

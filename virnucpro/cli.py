@@ -103,7 +103,7 @@ def _fingerprint(args, opts, inputs, device) -> dict:
     """What changes the results: a --resume must match all of it.  Not in it: --batch-tokens,
     the number of processes and --checkpoint-every (the range layout is kept from the first run)."""
     from virnucpro import pipeline
-    from virnucpro.checkpoint import sha256_file
+    from virnucpro.durable import sha256_file
 
     classifier = None
     if args.classifier:

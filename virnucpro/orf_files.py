@@ -14,7 +14,7 @@ from pathlib import Path
 from typing import Iterable, Iterator
 
 from virnucpro import faults
-from virnucpro.checkpoint import fsync_dir, writing
+from virnucpro.durable import fsync_dir, writing
 from virnucpro.chunking import Chunk, iter_chunks
 from virnucpro.fasta import Record, write_records
 from virnucpro.translate import iter_orfs

@@ -14,7 +14,8 @@ import numpy as np
 
 import virnucpro
 from virnucpro import faults, owned
-from virnucpro.checkpoint import DIR, fsync_dir, writing
+from virnucpro.checkpoint import DIR
+from virnucpro.durable import fsync_dir, writing
 from virnucpro.errors import InputError
 from virnucpro.fasta import write_fasta
 
