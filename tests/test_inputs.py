@@ -249,6 +249,29 @@ def test_orfs_peak_rss_does_not_grow_with_the_input(tmp_path):
     assert peaks[500] < 1.3 * peaks[50] + 50, peaks
 
 
+def test_predict_reads_the_input_once_and_removes_its_copies(tmp_path, monkeypatch):
+    import tempfile
+
+    from virnucpro.inputs import StageClock, prepare, read_inputs
+
+    temp = tmp_path / "tmp"
+    temp.mkdir()
+    monkeypatch.setattr(tempfile, "tempdir", str(temp))
+    f = tmp_path / "kk.fa"
+    f.write_text(KK.read_text())
+    data = read_inputs([f])[0]
+    f.write_text(">other\nATGAAACCCGGGTTTTAA\n")  # the user's file changes after it was read: the copy counts
+    prepare(data, 300, StageClock(), tmp_path / "spool")
+    assert [o.id for o in data.orfs] == [o.id for o in identify_orfs(chunk_records(read_fasta(KK)[0], 300))]
+    data.release()
+    assert list(temp.iterdir()) == []
+    assert main(["predict", str(KK), "-l", "300", "--random-weights", "--preset", "tiny", "--device", "cpu",
+                 "--no-progress", "-o", str(tmp_path / "out")]) == 0
+    assert list(temp.glob("virnucpro-*")) == []  # (torch keeps its compile cache there too)
+    spools = tmp_path / "out" / ".virnucpro" / "spool"
+    assert not spools.exists() or list(spools.iterdir()) == []
+
+
 PREPARE = ("import resource, sys\nfrom pathlib import Path\n"
            "from virnucpro.inputs import StageClock, prepare, read_inputs\n"
            "data = prepare(read_inputs([sys.argv[1]])[0], 500, StageClock(), Path(sys.argv[2]), keep_chunk_seqs=False)\n"

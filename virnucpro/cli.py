@@ -132,7 +132,7 @@ def cmd_predict(args) -> int:
         return _predict(args, out, ranked, inputs)
     finally:
         for data in inputs:
-            data.release()  # the temp copies of pipes; each rank removes its own spools
+            data.release()  # the temp copies of the inputs, once every rank is done; each rank removes its spools
 
 
 def _predict(args, out: Path, ranked, inputs) -> int:

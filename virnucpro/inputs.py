@@ -3,7 +3,6 @@ that a bad input is refused before the seconds that importing torch takes."""
 from __future__ import annotations
 
 import os
-import stat
 import tempfile
 import time
 import weakref
@@ -24,12 +23,12 @@ SKIP_NO_ORF = "no_stop_free_frame"
 
 
 class FileRecords:
-    """The records of one input, read again from its file each time they are iterated, so that
-    none is held in memory.  A pipe, FIFO or stdin was copied to a temp file on the first
-    reading (`copy`, removed by `release`).  The bytes must hash as they did the first time."""
+    """The records of one input, read again from the copy its first reading made each time
+    they are iterated, so that none is held in memory (`release` removes the copy).  The bytes
+    must hash as they did the first time."""
 
-    def __init__(self, source: Path, label: str, sha256: str, count: int, copy: bool):
-        self.source, self.label, self.sha256, self.count, self.copy = source, label, sha256, count, copy
+    def __init__(self, source: Path, label: str, sha256: str, count: int):
+        self.source, self.label, self.sha256, self.count = source, label, sha256, count
 
     def __len__(self) -> int:
         return self.count
@@ -39,14 +38,17 @@ class FileRecords:
         try:
             yield from reader
         except InputError as e:
-            raise InputError(f"{self.label}: changed while virnucpro was reading it ({e})") from None
+            raise InputError(f"{self.label}: its copy in {self.source.parent} changed while virnucpro was reading it ({e})") from None
         if reader.sha256 != self.sha256:
-            raise InputError(f"{self.label}: changed while virnucpro was reading it; run again once it is complete")
+            raise InputError(f"{self.label}: its copy in {self.source.parent} changed while virnucpro was reading it")
 
     def release(self) -> None:
-        if self.copy:
-            with suppress(OSError):
-                os.unlink(self.source)
+        _unlink(self.source)
+
+
+def _unlink(path: Path) -> None:
+    with suppress(OSError):
+        os.unlink(path)
 
 
 @dataclass
@@ -101,31 +103,22 @@ def output_stem(path: Path) -> str:
     return "".join(c if c.isprintable() else "_" for c in name)
 
 
-def _regular(name: str) -> bool:
-    try:
-        return name != "-" and stat.S_ISREG(os.stat(name).st_mode)
-    except OSError:
-        return False  # FastaReader says what is wrong
-
-
 def read_input(p: str | Path) -> InputData:
-    """Reads and validates one input without keeping its records: a regular file is read again
-    later, anything else (a pipe, FIFO, stdin) is copied to a temp file on the way."""
-    path, copy = Path(p), None
-    if not _regular(str(p)):
-        copy = tempfile.NamedTemporaryFile(prefix="virnucpro-input-", delete=False)
+    """Reads and validates one input without keeping its records, and copies its raw bytes to a
+    temp file (under TMPDIR) on the way: the input itself is read once, whatever it is (a file,
+    a pipe, a FIFO, stdin), and the later passes read the copy."""
+    path = Path(p)
+    copy = tempfile.NamedTemporaryFile(prefix="virnucpro-input-", delete=False)
     try:
         reader = FastaReader(p, copy_to=copy)
         count = sum(1 for _ in reader)
-    except BaseException:
-        if copy is not None:
-            copy.close()
-            os.unlink(copy.name)
-        raise
-    if copy is not None:
         copy.close()
-    source = Path(copy.name) if copy is not None else path
-    records = FileRecords(source, reader.label, reader.sha256, count, copy is not None)
+    except BaseException:
+        copy.close()
+        os.unlink(copy.name)
+        raise
+    records = FileRecords(Path(copy.name), reader.label, reader.sha256, count)
+    weakref.finalize(records, _unlink, records.source)  # for callers that never `release` it
     return InputData(path, records, [(rid, SKIP_EMPTY) for rid, _ in reader.skipped], sha256=reader.sha256,
                      rna_bases=reader.rna_bases)
 

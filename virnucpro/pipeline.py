@@ -85,8 +85,13 @@ class Engine:
         inputs = [p if isinstance(p, InputData) else read_inputs([p])[0] for p in paths]
         fields = {"engine": "in-process", "inputs": [{"name": d.stem, "sha256": d.sha256} for d in inputs],
                   "t": time.time()}
-        with checkpoint.Store(out).session(fields, {"every": every}, resume=False):
-            return self.run(inputs, out, run_info or {}, keep_intermediate)
+        try:
+            with checkpoint.Store(out).session(fields, {"every": every}, resume=False):
+                return self.run(inputs, out, run_info or {}, keep_intermediate)
+        finally:
+            for d, p in zip(inputs, paths):
+                if d is not p:
+                    d.release()
 
     def run(self, paths: list, out: Path, run_info: dict, keep_intermediate: bool = False) -> list[str]:
         """Predict every input; called once per rank.  Rank 0 decides which ranges are still to
