@@ -234,17 +234,27 @@ def write_random_fasta(path: Path, mbp: int) -> None:
             f.write(b">r%d\n" % r + lines.tobytes())
 
 
-def test_orfs_peak_rss_does_not_grow_with_the_input(tmp_path):
+def peaks_at_50_and_500_mbp(tmp_path: Path, measure) -> dict[int, float]:
+    """measure(path, mbp) -> peak MB, on generated inputs of 50 and 500 Mbp (each removed after)."""
     peaks = {}
     for mbp in (50, 500):
         path = tmp_path / f"random{mbp}.fa"
         write_random_fasta(path, mbp)
         try:
-            rc, err, peaks[mbp] = cli_peak_mb("orfs", str(path), "-l", "500", "-o", str(tmp_path / f"o{mbp}"), timeout=600)
+            peaks[mbp] = measure(path, mbp)
         finally:
             path.unlink()
+    return peaks
+
+
+def test_orfs_peak_rss_does_not_grow_with_the_input(tmp_path):
+    def measure(path, mbp):
+        rc, err, peak = cli_peak_mb("orfs", str(path), "-l", "500", "-o", str(tmp_path / f"o{mbp}"), timeout=600)
         assert rc == 0, err
         assert f"{mbp} sequences, {mbp * 2000} chunks" in err
+        return peak
+
+    peaks = peaks_at_50_and_500_mbp(tmp_path, measure)
     assert (tmp_path / "o500" / "orfs.faa").stat().st_size > 20e6
     assert peaks[500] < 1.3 * peaks[50] + 50, peaks
 
@@ -272,6 +282,18 @@ def test_predict_reads_the_input_once_and_removes_its_copies(tmp_path, monkeypat
     assert not spools.exists() or list(spools.iterdir()) == []
 
 
+def test_stage_clock_counts_nested_time_for_the_inner_stage_alone(monkeypatch):
+    from virnucpro import inputs
+
+    ticks = iter([0.0, 1.0, 3.0, 6.0])  # enter outer, enter inner, leave inner, leave outer
+    monkeypatch.setattr(inputs.time, "perf_counter", lambda: next(ticks))
+    clock = inputs.StageClock()
+    with clock("translate"):
+        with clock("chunk"):
+            pass
+    assert clock.seconds == {"translate": 4.0, "chunk": 2.0}
+
+
 PREPARE = ("import resource, sys\nfrom pathlib import Path\n"
            "from virnucpro.inputs import StageClock, prepare, read_inputs\n"
            "data = prepare(read_inputs([sys.argv[1]])[0], 500, StageClock(), Path(sys.argv[2]), keep_chunk_seqs=False)\n"
@@ -281,20 +303,16 @@ PREPARE = ("import resource, sys\nfrom pathlib import Path\n"
 
 def test_predict_reading_and_translation_peak_rss_does_not_grow_with_the_input(tmp_path):
     """predict's stages before any model (read, validate, chunk, translate) spool to disk."""
-    peaks = {}
-    for mbp in (50, 500):
-        path = tmp_path / f"random{mbp}.fa"
-        write_random_fasta(path, mbp)
-        try:
-            done = subprocess.run([sys.executable, "-c", PREPARE, str(path), str(tmp_path / f"spool{mbp}")],
-                                  capture_output=True, text=True, timeout=600, cwd=ROOT)
-        finally:
-            path.unlink()
+    def measure(path, mbp):
+        done = subprocess.run([sys.executable, "-c", PREPARE, str(path), str(tmp_path / f"spool{mbp}")],
+                              capture_output=True, text=True, timeout=600, cwd=ROOT)
         assert done.returncode == 0, done.stderr
         peak, chunks, orfs, streamed, last = done.stdout.split()
         assert int(chunks) == mbp * 2000 and int(orfs) == int(streamed) > mbp * 600 and last == "3"
-        peaks[mbp] = float(peak)
         shutil.rmtree(tmp_path / f"spool{mbp}")
+        return float(peak)
+
+    peaks = peaks_at_50_and_500_mbp(tmp_path, measure)
     assert peaks[500] < 1.3 * peaks[50] + 50 and peaks[500] < 1500, peaks
 
 

@@ -34,13 +34,13 @@ class FileRecords:
         return self.count
 
     def __iter__(self) -> Iterator[Record]:
-        reader = FastaReader(self.source)
+        reader, changed = FastaReader(self.source), f"{self.label}: its copy in {self.source.parent} changed while virnucpro was reading it"
         try:
             yield from reader
         except InputError as e:
-            raise InputError(f"{self.label}: its copy in {self.source.parent} changed while virnucpro was reading it ({e})") from None
+            raise InputError(f"{changed} ({e})") from None
         if reader.sha256 != self.sha256:
-            raise InputError(f"{self.label}: its copy in {self.source.parent} changed while virnucpro was reading it")
+            raise InputError(changed)
 
     def release(self) -> None:
         _unlink(self.source)
@@ -70,7 +70,7 @@ class InputData:
         return "stdin" if str(self.path) == "-" else output_stem(self.path)
 
     def release(self) -> None:
-        """Removes what this input keeps on disk: its spool and the copy of a pipe."""
+        """Removes what this input keeps on disk: its spool and the copy of its bytes."""
         if self.spool is not None:
             self.spool.remove()
         if isinstance(self.records, FileRecords):
@@ -78,16 +78,30 @@ class InputData:
 
 
 class StageClock:
+    """Seconds per stage.  Stages may nest (translation pulls chunks, which pull records): time
+    in an inner stage counts for it alone, so the stages add up to the wall time.  One thread
+    at a time per clock."""
+
     def __init__(self):
         self.seconds: dict[str, float] = {}
+        self._open: list[list] = []  # [stage, since] of the stages entered and not left
+
+    def _add(self, stage: str, since: float, now: float) -> None:
+        self.seconds[stage] = self.seconds.get(stage, 0.0) + now - since
 
     @contextmanager
     def __call__(self, stage: str):
-        t0 = time.perf_counter()
+        now = time.perf_counter()
+        if self._open:
+            self._add(*self._open[-1], now)
+        self._open.append([stage, now])
         try:
             yield
         finally:
-            self.seconds[stage] = self.seconds.get(stage, 0.0) + time.perf_counter() - t0
+            now = time.perf_counter()
+            self._add(*self._open.pop(), now)
+            if self._open:
+                self._open[-1][1] = now
 
 
 def output_stem(path: Path) -> str:

@@ -101,10 +101,11 @@ def contig_summary(data, verdicts: Iterator[tuple[str, bool, float]]) -> Iterato
 
 
 def write_result_dir(out_root: Path, data, pred, run_info: dict, random_weights: bool,
-                     keep_intermediate: bool = False) -> Path:
-    """OUT/<stem>/, stamped with the run recorded in OUT/.virnucpro/manifest.json (see owned.py).
-    It replaces a folder of that name only if the same run made it (a resume after a kill between
-    writing it and marking its input done); anything else in the way is an InputError."""
+                     keep_intermediate: bool = False) -> tuple[Path, int]:
+    """OUT/<stem>/, stamped with the run recorded in OUT/.virnucpro/manifest.json (see owned.py),
+    and the number of chunks called viral.  It replaces a folder of that name only if the same
+    run made it (a resume after a kill between writing it and marking its input done); anything
+    else in the way is an InputError."""
     if not owned.plain_name(data.stem):
         raise InputError(f"{owned.shown(data.path)}: '{owned.shown(data.stem)}' cannot name a result folder")
     run = _run_id(out_root)
@@ -114,7 +115,7 @@ def write_result_dir(out_root: Path, data, pred, run_info: dict, random_weights:
         with writing(tmp):
             shutil.rmtree(tmp, ignore_errors=True)
             tmp.mkdir(parents=True)
-            _write_files(tmp, data, pred, run_info, random_weights, keep_intermediate)
+            viral = _write_files(tmp, data, pred, run_info, random_weights, keep_intermediate)
             owned.stamp(tmp, run)
             for p in tmp.rglob("*"):
                 if p.is_file():
@@ -131,7 +132,7 @@ def write_result_dir(out_root: Path, data, pred, run_info: dict, random_weights:
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
         raise
-    return final
+    return final, viral
 
 
 def _run_id(out_root: Path) -> str | None:
@@ -143,21 +144,23 @@ def _run_id(out_root: Path) -> str | None:
     return m.get("run") if isinstance(m, dict) else None
 
 
-def _write_files(tmp: Path, data, pred, run_info: dict, random_weights: bool, keep_intermediate: bool) -> None:
+def _write_files(tmp: Path, data, pred, run_info: dict, random_weights: bool, keep_intermediate: bool) -> int:
+    """The result files; returns the number of chunks called viral."""
     with open(tmp / "prediction_results.txt", "w") as f:
         f.write("Sequence_ID\tPrediction\tscore1\tscore2\n")
         for row in prediction_rows(data, pred):
             f.write("\t".join(_fmt(x) for x in row) + "\n")
     faults.point("write", tmp / "prediction_results.txt")
-    classified = 0
+    classified = viral_chunks = 0
     with open(tmp / "prediction_results_highestscore.csv", "w") as hf, open(tmp / "contig_summary.tsv", "w") as f:
         hf.write("Modified_ID\tIs_Virus\n")
 
         def verdicts():
-            nonlocal classified
+            nonlocal classified, viral_chunks
             for cid, viral, m2 in iter_chunk_verdicts(data, pred):
                 hf.write(f"{cid}\t{viral}\n")
                 classified += 1
+                viral_chunks += viral
                 yield cid, viral, m2
 
         if random_weights:
@@ -174,12 +177,13 @@ def _write_files(tmp: Path, data, pred, run_info: dict, random_weights: bool, ke
         write_orf_files(inter, data)
         np.save(inter / "features.npy", pred.features)
 
+    skipped = Counter(r for _, r in data.skipped)
     counts = {
-        "sequences": len(data.records) + sum(r == "empty_sequence" for _, r in data.skipped),
+        "sequences": len(data.records) + skipped["empty_sequence"],
         "chunks": len(data.chunks),
         "chunks_classified": classified,
         "orfs": len(data.orfs),
-        "skipped": dict(Counter(r for _, r in data.skipped)),
+        "skipped": dict(skipped),
         "rna_bases_read_as_t": getattr(data, "rna_bases", 0),
     }
     info = {**run_info, "input": str(data.path.resolve()), "counts": counts}
@@ -188,6 +192,7 @@ def _write_files(tmp: Path, data, pred, run_info: dict, random_weights: bool, ke
     with open(tmp / "run.json", "w") as f:
         json.dump(info, f, indent=2, default=str)
         f.write("\n")
+    return viral_chunks
 
 
 def write_orf_files(out_dir: Path, data) -> None:

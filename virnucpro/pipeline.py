@@ -145,7 +145,7 @@ class Engine:
                keep_intermediate: bool, out: Path):
         """Score one prepared input (this rank's ranges) and, on rank 0, merge and write its
         results; returns rank 0's summary line."""
-        from virnucpro.outputs import iter_chunk_verdicts, write_result_dir
+        from virnucpro.outputs import write_result_dir
 
         r = self.rank
         spans = store.ranges(len(data.orfs))
@@ -177,10 +177,9 @@ class Engine:
                 "total_seconds": round(time.perf_counter() - t0, 3),
                 # from the first input's scoring (after start-up) to this input's results
                 "seconds_since_first_input": round(time.perf_counter() - first, 3)}
-        final = write_result_dir(out, data, pred, info, models.random, keep_intermediate)
+        final, viral = write_result_dir(out, data, pred, info, models.random, keep_intermediate)
         trace.mark("results_written")
         store.finish(data.stem)
-        viral = sum(v for _, v, _ in iter_chunk_verdicts(data, pred))
         self.history.append({"stem": data.stem, "orfs": len(data.orfs), "seconds": info["total_seconds"],
                              "esm_tokens": data.protein_tokens, "stage_seconds": clock.seconds})
         return (f"{data.path}: {len(data.records)} sequences, {len(data.chunks)} chunks, {len(data.orfs)} ORFs, "
