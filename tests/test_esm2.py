@@ -269,23 +269,6 @@ def test_random_tiny_is_seeded():
     assert a.layers[0].final_layer_norm.weight.eq(1).all()
 
 
-def test_fused_qkv_holds_the_checkpoint_projections_and_their_random_draws(small):
-    fair, path = small
-    model, _ = esm2_load.load_esm2(str(path))
-    attn, fair_attn = model.layers[1].self_attn, fair.layers[1].self_attn
-    for i, part in enumerate((fair_attn.q_proj, fair_attn.k_proj, fair_attn.v_proj)):
-        assert torch.equal(attn.qkv_proj.weight[i * 64:(i + 1) * 64], part.weight)
-        assert torch.equal(attn.qkv_proj.bias[i * 64:(i + 1) * 64], part.bias)
-    # Random weights: the fused layer gets the draws three separate Linear layers would have had.
-    from virnucpro.models.random_init import random_init_
-
-    fused, parts = torch.nn.Linear(8, 24), torch.nn.Sequential(*(torch.nn.Linear(8, 8) for _ in range(3)))
-    fused.init_parts = 3
-    random_init_(fused, 5, lambda m: 0.5)
-    random_init_(parts, 5, lambda m: 0.5)
-    assert torch.equal(fused.weight, torch.cat([p.weight for p in parts]))
-
-
 def test_bf16_weights_keep_fp32_rotary_and_pooling(small):
     prots = proteins(seed=10, lengths=[20, 80])
     model, info = esm2_load.load_esm2(str(small[1]), dtype=torch.bfloat16)

@@ -3,8 +3,8 @@
 The same numbers as fair-esm's `ESM2` (pre-LN transformer, rotary attention, token-dropout
 rescaling of the embeddings), but sequences are laid end to end without padding: linear
 layers see [T, D], attention sees one sequence at a time through `packed_attention`.
-Module names follow fair-esm, but for one fused q/k/v projection per layer, so that its
-checkpoints load key for key through `ESM2.checkpoint_tensors` (esm2_load.py reads them).  No LM head and no contact head: only embeddings are needed.
+Module names follow fair-esm so that its checkpoints load key for key (esm2_load.py reads
+them).  No LM head and no contact head: only embeddings are needed.
 """
 from __future__ import annotations
 
@@ -121,17 +121,14 @@ class SelfAttention(nn.Module):
         super().__init__()
         d = cfg.embed_dim
         self.heads, self.head_dim = cfg.attention_heads, cfg.head_dim
-        # q, k and v in one GEMM; a checkpoint's q_proj, k_proj and v_proj fill its row blocks
-        # (ESM2.checkpoint_tensors), and random weights are drawn block by block, as for three layers.
-        self.qkv_proj = nn.Linear(d, 3 * d, **factory)
-        self.qkv_proj.init_parts = 3
-        self.out_proj = nn.Linear(d, d, **factory)
+        self.q_proj, self.k_proj, self.v_proj, self.out_proj = (nn.Linear(d, d, **factory) for _ in range(4))
         self.rot_emb = Rotary(cfg.head_dim, device=factory.get("device"))
 
     def forward(self, x: torch.Tensor, batch: PackedBatch) -> torch.Tensor:
-        q, k, v = self.qkv_proj(x).view(x.shape[0], 3, self.heads, self.head_dim).unbind(1)
-        q, k = self.rot_emb(q, k, batch)
-        out = packed_attention(q, k, v, batch.cu_seqlens, batch.max_seqlen, index=batch.token_index)
+        shape = (x.shape[0], self.heads, self.head_dim)
+        q, k = self.rot_emb(self.q_proj(x).view(shape), self.k_proj(x).view(shape), batch)
+        out = packed_attention(q, k, self.v_proj(x).view(shape), batch.cu_seqlens, batch.max_seqlen,
+                               index=batch.token_index)
         return self.out_proj(out.reshape(x.shape))
 
 
@@ -200,18 +197,6 @@ class ESM2(nn.Module):
         special = (batch.pos == 0) | (batch.pos == lengths[batch.seq] - 1)
         sums = segment_sums(hidden.masked_fill(special[:, None], 0.0), lengths)
         return sums / (lengths - 2).clamp(min=1)[:, None].float()
-
-    def checkpoint_tensors(self) -> dict[str, torch.Tensor]:
-        """The model's tensors under fair-esm's names, for a loader to fill in place: each layer's
-        q_proj, k_proj and v_proj are views of that layer's qkv_proj row blocks."""
-        out = {}
-        for name, tensor in self.state_dict().items():
-            if ".qkv_proj." not in name:
-                out[name] = tensor
-                continue
-            for part, block in zip(("q_proj", "k_proj", "v_proj"), tensor.chunk(3)):
-                out[name.replace("qkv_proj", part)] = block
-        return out
 
     @torch.no_grad()
     def reset_rotary(self) -> None:

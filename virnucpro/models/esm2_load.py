@@ -79,7 +79,7 @@ def _plan(model: ESM2, state: Mapping, rename, where: str) -> dict[str, str]:
     `rename(key)` gives the model names a checkpoint key fills: [] for parts we do not use (LM
     head, contact head), None for a key that has no place in ESM-2.  Rotary inv_freq may be
     absent (it then keeps fair-esm's formula); every other tensor must be present."""
-    target = model.checkpoint_tensors()
+    target = model.state_dict()
     source, unexpected = {}, []
     for key in state.keys():
         names = rename(key) if isinstance(key, str) else None
@@ -107,7 +107,7 @@ def _shape(state: Mapping, key, where: str) -> tuple[int, ...]:
 
 
 def _fill(model: ESM2, state: Mapping, source: dict[str, str], where: str) -> None:
-    target = model.checkpoint_tensors()
+    target = model.state_dict()
     try:
         staged_copy(((target[name], state[key]) for name, key in source.items()), target[next(iter(target))].device)
     except torch.cuda.OutOfMemoryError:

@@ -15,9 +15,7 @@ def random_init_(model: nn.Module, seed: int, std: Callable[[nn.Module], float])
     gen = torch.Generator(device=device).manual_seed(seed)
     for m in model.modules():
         if isinstance(m, (nn.Linear, nn.Embedding)):
-            # A fused projection (`init_parts` row blocks) gets the draws of its separate layers.
-            for block in m.weight.chunk(getattr(m, "init_parts", 1)):
-                block.normal_(0.0, std(m), generator=gen)
+            m.weight.normal_(0.0, std(m), generator=gen)
             if getattr(m, "bias", None) is not None:
                 m.bias.zero_()
             if isinstance(m, nn.Embedding) and m.padding_idx is not None:
