@@ -1,6 +1,7 @@
 """`virnucpro predict` / `orfs` end to end on the CPU with the tiny preset."""
 import gzip
 import json
+import os
 import subprocess
 import sys
 from pathlib import Path
@@ -285,6 +286,19 @@ def test_predict_compiles_in_one_thread_unless_told(tmp_path, monkeypatch):
     with inductor.patch(compile_threads=4):
         assert main(["predict", str(DATA / "KK037166.fna"), "-l", "500", "-o", str(tmp_path / "b"), *TINY]) == 0
         assert inductor.compile_threads == 4
+
+
+def test_a_cpu_run_imports_no_compiler_and_leaves_inductor_one_thread(tmp_path):
+    """Dynamo's import alone costs over a second: a run that compiles nothing must not pay it, and
+    Inductor, were it imported later (by a worker), must still compile in one thread."""
+    code = ("import os, sys; from virnucpro.cli import main; "
+            f"rc = main(['predict', {str(DATA / 'KK037166.fna')!r}, '-l', '500', '-o', {str(tmp_path / 'o')!r}, "
+            f"*{TINY!r}]); "
+            "print(rc, 'torch._dynamo' in sys.modules, 'torch._inductor' in sys.modules, "
+            "os.environ.get('TORCHINDUCTOR_COMPILE_THREADS'))")
+    env = {k: v for k, v in os.environ.items() if k != "TORCHINDUCTOR_COMPILE_THREADS"}
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120, cwd=ROOT, env=env)
+    assert done.stdout.split() == ["0", "False", "False", "1"], done.stderr
 
 
 def test_a_bad_input_is_refused_before_torch_is_imported(tmp_path):

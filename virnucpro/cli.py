@@ -60,10 +60,13 @@ def _single_compile_thread() -> None:
     """Inductor compiles in one thread per rank unless TORCHINDUCTOR_COMPILE_THREADS says otherwise:
     its default pool of compile subprocesses takes seconds to shut down when a rank exits, more
     than compiling our handful of kernels in parallel saves (docs/PERFORMANCE.md)."""
-    if not settings.compile_threads_given():
-        import torch._inductor.config
-
-        torch._inductor.config.compile_threads = 1
+    if settings.compile_threads_given():
+        return
+    inductor = sys.modules.get("torch._inductor.config")
+    if inductor is not None:  # imported already (in-process callers): the variable is read no more
+        inductor.compile_threads = 1
+    else:
+        settings.default_compile_threads(1)
 
 
 def _predict_rank(paths, out, opts, info, keep, persistent):

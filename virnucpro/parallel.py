@@ -11,7 +11,6 @@ from __future__ import annotations
 import os
 import pickle
 import signal
-import socket
 import threading
 import time
 from contextlib import contextmanager, suppress
@@ -113,12 +112,6 @@ def close_group() -> None:
         dist.destroy_process_group()
 
 
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 def _die_with_parent(parent: int) -> None:
     """A worker must not outlive a killed main process: it would keep writing into OUT after the
     lock is gone.  Linux only (prctl PR_SET_PDEATHSIG); elsewhere this does nothing."""
@@ -138,8 +131,9 @@ def _spawned(local: int, fn, args, world: int, port: int, gpus: list[int] | None
     # Pin the worker to its GPU before CUDA starts: it then sees exactly that one device as cuda:0.
     if gpus is not None:
         os.environ["CUDA_VISIBLE_DEVICES"] = str(gpus[local])
+    # The launcher hosts the rendezvous store (as torchrun's agent does): every rank is its client.
     os.environ.update(RANK=str(local), WORLD_SIZE=str(world), LOCAL_RANK="0" if gpus is not None else str(local),
-                      MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port))
+                      MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port), TORCHELASTIC_USE_AGENT_STORE="True")
     # tqdm's default lock is a multiprocessing semaphore; a worker stopped by a signal leaves it to
     # the resource tracker, which warns on stderr.  One process's bars need only a thread lock.
     from tqdm import tqdm
@@ -159,10 +153,13 @@ def spawn(fn, args: tuple, world: int, gpus: list[int] | None) -> None:
         # Indices in --gpus are relative to what this process may see.
         names = [v.strip() for v in visible.split(",")]
         gpus = [names[i] for i in gpus]
+    # Bound here, at port 0, and held until the workers end: a port merely found free could be
+    # taken by another run on this node before rank 0 bound it (EADDRINUSE).
+    store = dist.TCPStore("127.0.0.1", 0, is_master=True, wait_for_workers=False) if world > 1 else None
     ctx = None
     try:
         with _sigint_blocked():
-            ctx = mp.start_processes(_spawned, args=(fn, args, world, free_port(), gpus, os.getpid()),
+            ctx = mp.start_processes(_spawned, args=(fn, args, world, store.port if store else 0, gpus, os.getpid()),
                                      nprocs=world, join=False, start_method="spawn")
         while not ctx.join():
             pass

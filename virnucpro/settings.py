@@ -54,6 +54,13 @@ def compile_threads_given() -> bool:
     return COMPILE_THREADS in os.environ
 
 
+def default_compile_threads(n: int) -> None:
+    """Inductor's compile threads, for this process and its children, where the user chose none:
+    Inductor reads the variable when it is first imported, which a run that compiles nothing
+    never does (the import costs a second and more)."""
+    os.environ.setdefault(COMPILE_THREADS, str(n))
+
+
 def _whole(name: str, text: str, low: int) -> int:
     try:
         value = int(text)

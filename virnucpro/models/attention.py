@@ -8,15 +8,24 @@ compute goes to padding.
 """
 from __future__ import annotations
 
+import functools
+import importlib.util
+
 import torch
 import torch.nn.functional as F
 
-try:
-    from torch.nn.attention.varlen import varlen_attn
-except ImportError:  # torch < 2.10
-    varlen_attn = None
-
 _FLASH_DTYPES = (torch.float16, torch.bfloat16)
+
+
+@functools.lru_cache(maxsize=1)
+def _varlen_module():
+    """torch.nn.attention.varlen (torch >= 2.10), imported at the first varlen call: importing it
+    imports Dynamo (1.4 s on a 2-core host), which a CPU run never needs."""
+    if importlib.util.find_spec("torch.nn.attention.varlen") is None:
+        return None
+    from torch.nn.attention import varlen
+
+    return varlen
 
 
 def token_index(cu_seqlens: torch.Tensor, total: int) -> tuple[torch.Tensor, torch.Tensor]:
@@ -31,7 +40,9 @@ def token_index(cu_seqlens: torch.Tensor, total: int) -> tuple[torch.Tensor, tor
 
 def uses_varlen(device: torch.device, dtype: torch.dtype) -> bool:
     """Whether `packed_attention` takes the unpadded FlashAttention path for tensors like these."""
-    return varlen_attn is not None and torch.device(device).type == "cuda" and dtype in _FLASH_DTYPES
+    if torch.device(device).type != "cuda" or dtype not in _FLASH_DTYPES:
+        return False
+    return importlib.util.find_spec("torch.nn.attention.varlen") is not None
 
 
 def packed_attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor,
@@ -41,7 +52,7 @@ def packed_attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor,
     if uses_varlen(q.device, q.dtype):
         cu = cu_seqlens.to(device=q.device, dtype=torch.int32)
         # Positional arguments only: the keyword-only options differ between torch releases.
-        return varlen_attn(q, k, v, cu, cu, max_seqlen, max_seqlen)
+        return _varlen_module().varlen_attn(q, k, v, cu, cu, max_seqlen, max_seqlen)
     return padded_attention(q, k, v, cu_seqlens, max_seqlen, index)
 
 

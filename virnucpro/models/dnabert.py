@@ -16,19 +16,20 @@ from tokenizers import Tokenizer
 from virnucpro.models import fused
 from virnucpro.models.alibi import PackedLayout, alibi_slopes, dna_attention, dna_backend, packed_alibi_attention
 from virnucpro.models.pooling import segment_sums
+from virnucpro.models.random_init import embedding
 from virnucpro.runner import pack  # noqa: F401  (re-exported: tokens -> packed batch)
 
 
 class Layer(nn.Module):
-    def __init__(self, dim: int, heads: int, hidden: int, eps: float):
+    def __init__(self, dim: int, heads: int, hidden: int, eps: float, **factory):
         super().__init__()
         self.heads = heads
-        self.qkv = nn.Linear(dim, 3 * dim)
-        self.attn_out = nn.Linear(dim, dim)
-        self.attn_norm = nn.LayerNorm(dim, eps=eps)
-        self.gated = nn.Linear(dim, 2 * hidden, bias=False)
-        self.wo = nn.Linear(hidden, dim)
-        self.mlp_norm = nn.LayerNorm(dim, eps=eps)
+        self.qkv = nn.Linear(dim, 3 * dim, **factory)
+        self.attn_out = nn.Linear(dim, dim, **factory)
+        self.attn_norm = nn.LayerNorm(dim, eps=eps, **factory)
+        self.gated = nn.Linear(dim, 2 * hidden, bias=False, **factory)
+        self.wo = nn.Linear(hidden, dim, **factory)
+        self.mlp_norm = nn.LayerNorm(dim, eps=eps, **factory)
 
     def forward(self, x: torch.Tensor, layout: PackedLayout, slopes: torch.Tensor, backend: str = "auto") -> torch.Tensor:
         T, D = x.shape
@@ -58,8 +59,9 @@ class DNABERTConfig:
 
 
 class DNABERTS(nn.Module):
-    def __init__(self, cfg: DNABERTConfig = DNABERTConfig()):
+    def __init__(self, cfg: DNABERTConfig = DNABERTConfig(), device=None, dtype=None):
         super().__init__()
+        factory = dict(device=device, dtype=dtype)
         self.cfg = cfg
         num_layers, hidden_size, num_heads = cfg.num_layers, cfg.hidden_size, cfg.num_heads
         intermediate_size, layer_norm_eps = cfg.intermediate_size, cfg.layer_norm_eps
@@ -67,12 +69,12 @@ class DNABERTS(nn.Module):
             raise ValueError(f"hidden size {hidden_size} is not a multiple of {num_heads} heads")
         dna_attention()  # a bad VIRNUCPRO_DNA_ATTENTION fails at load, before anything is written
         self.num_heads, self.dim = num_heads, hidden_size
-        self.embed = nn.Embedding(cfg.vocab_size, hidden_size)
+        self.embed = embedding(cfg.vocab_size, hidden_size, **factory)
         # Every token has type 0; the table is kept so that checkpoints load unchanged.
-        self.token_type = nn.Embedding(cfg.type_vocab_size, hidden_size)
-        self.embed_norm = nn.LayerNorm(hidden_size, eps=layer_norm_eps)
+        self.token_type = embedding(cfg.type_vocab_size, hidden_size, **factory)
+        self.embed_norm = nn.LayerNorm(hidden_size, eps=layer_norm_eps, **factory)
         self.layers = nn.ModuleList(
-            Layer(hidden_size, num_heads, intermediate_size, layer_norm_eps) for _ in range(num_layers)
+            Layer(hidden_size, num_heads, intermediate_size, layer_norm_eps, **factory) for _ in range(num_layers)
         )
 
     def forward(self, tokens: torch.Tensor, cu_seqlens: torch.Tensor, max_seqlen: int) -> torch.Tensor:

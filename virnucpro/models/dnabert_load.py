@@ -154,8 +154,7 @@ def load_dnabert(source: str, device="cpu", dtype: torch.dtype = torch.float32, 
         if preset not in PRESETS:
             raise ModelLoadError(f"unknown preset {preset!r} in {source!r}; choose from {', '.join(PRESETS)}")
         cfg = DNABERTConfig(**PRESETS[preset]["dnabert"])
-        with torch.device("meta"):
-            model = DNABERTS(cfg).to(dtype)
+        model = DNABERTS(cfg, device="meta", dtype=dtype)
         # Storage straight on the target device: a full model never passes through host memory.
         random_init_(model.to_empty(device=device), seed, lambda m: 0.02)
         tok_path, kind, info_src = STAND_IN_TOKENIZER, "random", source
@@ -168,8 +167,7 @@ def load_dnabert(source: str, device="cpu", dtype: torch.dtype = torch.float32, 
         check_fits(cfg.param_count() * torch.empty(0, dtype=dtype).element_size(), device, folder / "config.json",
                    f"{cfg.num_layers}-layer, {cfg.hidden_size}-wide DNABERT-S")
         state = convert_state_dict(_read_weights(folder), weights_file(folder))
-        with torch.device("meta"):
-            model = DNABERTS(cfg)
+        model = DNABERTS(cfg, device="meta")
         _check_shapes(model, state, weights_file(folder))
         model.load_state_dict({k: v.to(device=device, dtype=dtype) for k, v in state.items()}, strict=True, assign=True)
         kind, info_src = "hf", str(folder.resolve())

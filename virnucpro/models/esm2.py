@@ -19,6 +19,7 @@ from virnucpro import settings
 from virnucpro.models import fused
 from virnucpro.models.attention import packed_attention, token_index
 from virnucpro.models.pooling import segment_sums
+from virnucpro.models.random_init import embedding
 from virnucpro.runner import pack  # noqa: F401  (part of this module's API)
 from virnucpro.settings import ESM_ROTARY_ENV as ROTARY_ENV  # noqa: F401  (part of this module's API)
 
@@ -102,7 +103,8 @@ class Rotary(nn.Module):
         super().__init__()
         # fp32 in every model dtype: position * inv_freq must stay exact for long proteins.
         self.register_buffer("inv_freq", torch.empty(head_dim // 2, dtype=torch.float32, device=device))
-        self.reset()
+        if self.inv_freq.device.type != "meta":  # meta math runs torch's Python references (Dynamo's import)
+            self.reset()
 
     @torch.no_grad()
     def reset(self) -> None:
@@ -155,7 +157,7 @@ class ESM2(nn.Module):
         factory = dict(device=device, dtype=dtype)
         self.cfg = cfg
         # First parameter on purpose: the embedder reads the hidden size from the first matrix.
-        self.embed_tokens = nn.Embedding(len(ALPHABET), cfg.embed_dim, padding_idx=PAD, **factory)
+        self.embed_tokens = embedding(len(ALPHABET), cfg.embed_dim, padding_idx=PAD, **factory)
         self.layers = nn.ModuleList(Layer(cfg, **factory) for _ in range(cfg.num_layers))
         self.emb_layer_norm_after = nn.LayerNorm(cfg.embed_dim, eps=cfg.layer_norm_eps, **factory)
 

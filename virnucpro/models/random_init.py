@@ -24,3 +24,13 @@ def random_init_(model: nn.Module, seed: int, std: Callable[[nn.Module], float])
             m.weight.fill_(1.0)
             m.bias.zero_()
     return model
+
+
+def embedding(num: int, dim: int, padding_idx: int | None = None, device=None, dtype=None) -> nn.Embedding:
+    """nn.Embedding, without its N(0, 1) draw on the meta device, where the loaders build models
+    and fill them later: torch draws on meta through its Python references, and their first
+    use imports Dynamo (over a second of start-up on a 2-core host)."""
+    weight = None
+    if device is not None and torch.device(device).type == "meta":
+        weight = torch.empty(num, dim, device=device, dtype=dtype)
+    return nn.Embedding(num, dim, padding_idx=padding_idx, _weight=weight, device=device, dtype=dtype)
