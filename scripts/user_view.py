@@ -65,7 +65,8 @@ def cli_run(inputs, preset: str, device: str, extra=(), fresh_caches: bool = Fal
             if isinstance(v, (int, float)):
                 seconds[k] = seconds.get(k, 0.0) + v
     d.update(orfs=sum(r["counts"]["orfs"] for r in runs), stage_seconds=seconds,
-             startup_seconds=min(r["startup_seconds"] for r in runs))
+             startup_seconds=min(r["startup_seconds"] for r in runs),
+             compiled_graphs=max(r.get("compiled_graphs", 0) for r in runs))
     d["fixed_seconds"] = d["wall_seconds"] - seconds.get("esm2", 0.0)
     d["orfs_per_second"] = d["orfs"] / d["wall_seconds"]
     d["milestones"] = milestones(trace.read(root / "trace.txt"), t0, t1)

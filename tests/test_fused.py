@@ -135,3 +135,30 @@ def test_one_compilation_serves_every_batch_size(monkeypatch):
         x, y = torch.randn(tokens, 64), torch.randn(tokens, 64)
         torch.testing.assert_close(f(x, y, norm.weight, norm.bias, norm.eps), norm(x + y))
     assert counter.frame_count == 1 and not f.failed
+
+
+def test_compiled_esm2_layers_compile_at_load_and_never_again(monkeypatch):
+    """`--compile`: the layers are compiled at load with a symbolic token count, for one sequence
+    and for several, so that batches of any size reuse those graphs.  Counted with Dynamo's CompileCounter, which
+    runs the graphs eagerly: no compiler is needed to count."""
+    from torch._dynamo.testing import CompileCounter
+
+    from virnucpro import embed
+
+    counter = CompileCounter()
+    real_compile = torch.compile
+    monkeypatch.setattr(torch, "compile", lambda fn, **kw: real_compile(fn, backend=counter, **kw))
+    torch._dynamo.reset()
+    esm = embed.load_protein_model("random:tiny", "cpu", batch_tokens=400, compile=True)
+    graphs = counter.frame_count  # compiled at load, for one sequence and for several
+    gen = torch.Generator().manual_seed(0)
+    letters = "LAGVSERTIDPKQNFYMHWC"
+
+    def proteins(*lengths):
+        return ["".join(letters[i] for i in torch.randint(20, (n,), generator=gen)) for n in lengths]
+
+    assert graphs >= 2
+    for batch in (proteins(30, 31, 60), proteins(5), proteins(*range(7, 200, 9)), proteins(390, 2, 3),
+                  proteins(120) * 7, proteins(398)):
+        assert esm.embed(batch).shape == (len(batch), esm.dim)
+    assert counter.frame_count == graphs

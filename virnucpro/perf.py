@@ -21,6 +21,16 @@ def forward_flops(model: torch.nn.Module, lengths, layers: int, hidden: int) -> 
     return float(2.0 * matmul_params(model) * lengths.sum() + 4.0 * layers * hidden * (lengths ** 2).sum())
 
 
+def compiled_graphs() -> int:
+    """Graphs Dynamo has compiled in this process so far: a recompile between two readings shows
+    as a difference.  0 without importing Dynamo where nothing has imported it (nothing compiled)."""
+    if "torch._dynamo" not in sys.modules:
+        return 0
+    from torch._dynamo.utils import counters
+
+    return int(counters["stats"]["unique_graphs"])
+
+
 def measure_peak_flops(device: torch.device, n: int = 8192, iters: int = 10) -> float:
     """bf16 matmul rate on random data, measured now on this device (the MFU denominator)."""
     if torch.device(device).type != "cuda":

@@ -16,7 +16,7 @@ from pathlib import Path
 
 import torch
 
-from virnucpro import checkpoint, embed, faults, parallel, trace  # noqa: F401
+from virnucpro import checkpoint, embed, faults, parallel, perf, trace  # noqa: F401
 from virnucpro.inputs import SKIP_EMPTY, SKIP_NO_ORF, InputData, StageClock, output_stem, prepare, read_inputs  # noqa: F401
 from virnucpro.scoring import (Models, NonFiniteError, Prediction, _bar, _classify, classify, load_models,  # noqa: F401
                                resolve_precision)
@@ -173,6 +173,8 @@ class Engine:
                 "persistent_models": self.persistent,
                 "batch_tokens": {"dnabert": models.dna.batch_tokens, "esm2": models.protein.batch_tokens},
                 "checkpoint": {"ranges": len(spans), "reused": len(spans) - len(todo)},
+                # by this process so far: more than after the first input means a recompilation
+                "compiled_graphs": perf.compiled_graphs(),
                 "seconds": {k: (round(v, 4) if isinstance(v, float) else v) for k, v in seconds.items()},
                 "total_seconds": round(time.perf_counter() - t0, 3),
                 # from the first input's scoring (after start-up) to this input's results

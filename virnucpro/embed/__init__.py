@@ -67,6 +67,14 @@ class Embedder:
         if compile:
             compile_layers(model)
             self.info = {**info, "compiled": True}
+            self._warm_compiled()
+
+    def _warm_compiled(self) -> None:
+        """Compile for batches of one sequence and of two now: Dynamo specialises a dimension of
+        size 1, so a later one-sequence batch (a long protein, the last batch) would otherwise
+        compile again in the middle of the run.  "A" is a residue and a base alike."""
+        for n in (1, 2):
+            self.embed(["A" * 8] * n)
 
     def token_lists(self, seqs: Sequence[str]) -> list[list[int]]:
         return self.tokenize(list(seqs))
