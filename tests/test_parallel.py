@@ -31,3 +31,26 @@ def test_shard_is_a_balanced_partition(world):
     assert max(tokens) - min(tokens) <= lengths.max()
     assert max(len(p) for p in parts) - min(len(p) for p in parts) <= 1
 
+
+
+def _record_whether_the_master_port_is_held(folder):
+    import os
+    import socket
+    from pathlib import Path
+
+    with socket.socket() as s:
+        try:
+            s.bind(("127.0.0.1", int(os.environ["MASTER_PORT"])))
+            held = False
+        except OSError:
+            held = True
+    Path(folder, os.environ["RANK"]).write_text(str(held))
+
+
+def test_the_rendezvous_port_stays_bound_by_the_launcher_while_workers_start(tmp_path):
+    """A port found free and let go could be taken by another run before rank 0 binds it
+    (EADDRINUSE, seen with concurrent runs): the launcher must hold it from the start."""
+    from virnucpro import parallel
+
+    parallel.spawn(_record_whether_the_master_port_is_held, (str(tmp_path),), 2, None)
+    assert sorted(p.read_text() for p in tmp_path.iterdir()) == ["True", "True"]
