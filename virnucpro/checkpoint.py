@@ -76,6 +76,7 @@ class Store:
         self.manifest_path = self.root / "manifest.json"
         self.manifest: dict = {}
         self._lock_fd = None
+        self._ids: dict[tuple[str, int, int], str] = {}  # a range's ORF-id digest: read from the spool once
 
     # --- session: held by the main process for the whole run ---
 
@@ -246,8 +247,10 @@ class Store:
         return self._dir(stem) / f"{a}-{b}.npz"
 
     def _expect(self, data, a: int, b: int) -> dict:
-        ids = hashlib.sha256("\n".join(o.id for o in data.orfs[a:b]).encode()).hexdigest()
-        return {"fingerprint": self.manifest["fingerprint"], "range": [a, b], "ids": ids}
+        key = (data.stem, a, b)
+        if key not in self._ids:
+            self._ids[key] = hashlib.sha256("\n".join(o.id for o in data.orfs[a:b]).encode()).hexdigest()
+        return {"fingerprint": self.manifest["fingerprint"], "range": [a, b], "ids": self._ids[key]}
 
     def _read(self, data, a: int, b: int, keep_features: bool | None = None) -> dict | None:
         """The range's arrays if its file is whole and belongs to this run, else None; a damaged
