@@ -19,8 +19,10 @@ $(VENV)/.installed: $(VPY) pyproject.toml
 
 venv: $(VENV)/.installed
 
+# Two pytest workers: many tests wait on CLI subprocesses, so two keep both cores of a CI host busy.
+TEST_WORKERS ?= 2
 test: venv
-	$(VPY) -m pytest -q
+	$(VPY) -m pytest -q -n $(TEST_WORKERS)
 
 # The whole suite on the current commit (tiny profile on a host without a GPU), the site, the bars.
 # This machine's results go to $(BENCH_RESULTS) (ignored by git): results/ is the GPU hosts' history,
