@@ -50,13 +50,6 @@ def orf_like(n: int, seed: int = 0) -> list[str]:
     return [(rc if k % 2 else genome)[s:s + int(m)] for k, (s, m) in enumerate(zip(starts, lengths))]
 
 
-def dynamo_graphs() -> int:
-    """Graphs Dynamo compiled in this process; 0 where it was never imported."""
-    if "torch._dynamo" not in sys.modules:
-        return 0
-    from torch._dynamo.utils import counters
-    return int(counters["stats"]["unique_graphs"])
-
 
 def set_tiles(tiles):
     if tiles:
@@ -87,14 +80,14 @@ def child(args) -> None:
     emb, first_s = timed(first)
     d = {"backend": os.environ.get("VIRNUCPRO_DNA_ATTENTION"), "tiles": args.tiles,
          "seconds_imports": t_imports, "seconds_loaded": t_loaded, "seconds_to_first_batch": time.time() - args.t0,
-         "first_batch": {"orfs": len(first), "seconds": first_s, "dynamo_graphs": dynamo_graphs()}}
+         "first_batch": {"orfs": len(first), "seconds": first_s, "dynamo_graphs": perf.compiled_graphs()}}
     _, second_s = timed(second)
-    d["second_batch"] = {"orfs": len(second), "seconds": second_s, "dynamo_graphs": dynamo_graphs()}
+    d["second_batch"] = {"orfs": len(second), "seconds": second_s, "dynamo_graphs": perf.compiled_graphs()}
     perf.warm_up(dna, seqs)
-    graphs = dynamo_graphs()
+    graphs = perf.compiled_graphs()
     stage = perf.run_embed_stage("dnabert", dna, seqs).as_dict(args.peak or None)
-    stage["dynamo_graphs_in_clock"] = dynamo_graphs() - graphs
-    d.update(stage=stage, dynamo_graphs_total=dynamo_graphs(), batch_tokens=dna.batch_tokens)
+    stage["dynamo_graphs_in_clock"] = perf.compiled_graphs() - graphs
+    d.update(stage=stage, dynamo_graphs_total=perf.compiled_graphs(), batch_tokens=dna.batch_tokens)
     torch.save(emb, args.child_out + ".pt")
     Path(args.child_out).write_text(json.dumps(d, indent=2))
 

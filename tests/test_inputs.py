@@ -234,10 +234,11 @@ def write_random_fasta(path: Path, mbp: int) -> None:
             f.write(b">r%d\n" % r + lines.tobytes())
 
 
-def peaks_at_50_and_500_mbp(tmp_path: Path, measure) -> dict[int, float]:
-    """measure(path, mbp) -> peak MB, on generated inputs of 50 and 500 Mbp (each removed after)."""
+def peaks_at_20_and_200_mbp(tmp_path: Path, measure) -> dict[int, float]:
+    """measure(path, mbp) -> peak MB, on generated inputs of 20 and 200 Mbp (each removed after):
+    ten times the input, where holding it or its 400,000 chunks would show as hundreds of MB."""
     peaks = {}
-    for mbp in (50, 500):
+    for mbp in (20, 200):
         path = tmp_path / f"random{mbp}.fa"
         write_random_fasta(path, mbp)
         try:
@@ -254,9 +255,9 @@ def test_orfs_peak_rss_does_not_grow_with_the_input(tmp_path):
         assert f"{mbp} sequences, {mbp * 2000} chunks" in err
         return peak
 
-    peaks = peaks_at_50_and_500_mbp(tmp_path, measure)
-    assert (tmp_path / "o500" / "orfs.faa").stat().st_size > 20e6
-    assert peaks[500] < 1.3 * peaks[50] + 50, peaks
+    peaks = peaks_at_20_and_200_mbp(tmp_path, measure)
+    assert (tmp_path / "o200" / "orfs.faa").stat().st_size > 8e6
+    assert peaks[200] < 1.3 * peaks[20] + 50, peaks
 
 
 def test_predict_reads_the_input_once_and_removes_its_copies(tmp_path, monkeypatch):
@@ -312,8 +313,8 @@ def test_predict_reading_and_translation_peak_rss_does_not_grow_with_the_input(t
         shutil.rmtree(tmp_path / f"spool{mbp}")
         return float(peak)
 
-    peaks = peaks_at_50_and_500_mbp(tmp_path, measure)
-    assert peaks[500] < 1.3 * peaks[50] + 50 and peaks[500] < 1500, peaks
+    peaks = peaks_at_20_and_200_mbp(tmp_path, measure)
+    assert peaks[200] < 1.3 * peaks[20] + 50 and peaks[200] < 1500, peaks
 
 
 # orfs: all or nothing
