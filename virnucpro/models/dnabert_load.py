@@ -14,7 +14,7 @@ from virnucpro.errors import ModelLoadError
 from virnucpro.models.dnabert import DNABERTConfig, DNABERTS, tokenize  # noqa: F401  (tokenize: with the tokenizer)
 from virnucpro.models.hub import (check_fits, config_int, first_line, hf_cache_roots, hf_snapshots, read_json_object,
                                   torch_load)
-from virnucpro.models.random_init import random_init_
+from virnucpro.models.random_init import random_init_, to_empty
 from virnucpro.presets import PRESETS
 
 HF_NAME = "zhihan1996/DNABERT-S"
@@ -156,7 +156,7 @@ def load_dnabert(source: str, device="cpu", dtype: torch.dtype = torch.float32, 
         cfg = DNABERTConfig(**PRESETS[preset]["dnabert"])
         model = DNABERTS(cfg, device="meta", dtype=dtype)
         # Storage straight on the target device: a full model never passes through host memory.
-        random_init_(model.to_empty(device=device), seed, lambda m: 0.02)
+        random_init_(to_empty(model, device), seed, lambda m: 0.02)
         tok_path, kind, info_src = STAND_IN_TOKENIZER, "random", source
     else:
         folder = find_snapshot(source)

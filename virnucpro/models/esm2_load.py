@@ -19,7 +19,7 @@ from virnucpro.models.attention import uses_varlen
 from virnucpro.models.esm2 import ESM2, ESM2Config, param_bytes
 from virnucpro.models.hub import (SafetensorsState, check_fits, config_int, first_line, hf_cache_roots, hf_snapshots,
                                   hf_weight_files, read_json_object, staged_copy, torch_load)
-from virnucpro.models.random_init import random_init_
+from virnucpro.models.random_init import random_init_, to_empty
 from virnucpro.presets import PRESETS
 
 # The checkpoint's config is an argparse.Namespace: allow exactly that class and no other code.
@@ -33,7 +33,7 @@ def _meta_model(cfg: ESM2Config, dtype: torch.dtype) -> ESM2:
 def _materialize(model: ESM2, device: torch.device) -> ESM2:
     """Storage for a checked model, allocated straight on `device`, values unset: a 3B model bound
     for a GPU never passes through host memory."""
-    model = model.to_empty(device=device)
+    model = to_empty(model, device)
     if device.type != "meta":
         model.reset_rotary()
     return model

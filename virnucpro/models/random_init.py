@@ -34,3 +34,9 @@ def embedding(num: int, dim: int, padding_idx: int | None = None, device=None, d
     if device is not None and torch.device(device).type == "meta":
         weight = torch.empty(num, dim, device=device, dtype=dtype)
     return nn.Embedding(num, dim, padding_idx=padding_idx, _weight=weight, device=device, dtype=dtype)
+
+
+def to_empty(model: nn.Module, device) -> nn.Module:
+    """`model.to_empty(device=device)` for a model built on meta, values unset, without torch's
+    `empty_like` of a meta tensor: that runs Python references whose first use imports sympy."""
+    return model._apply(lambda t: torch.empty(t.shape, dtype=t.dtype, device=device))
