@@ -13,6 +13,7 @@ Running it again on the same site changes nothing.  scripts/publish_site.py call
 from __future__ import annotations
 
 import argparse
+import fcntl
 import filecmp
 import re
 import shutil
@@ -49,6 +50,14 @@ class VendorError(Exception):
 def node_modules(cache: Path) -> Path:
     """The cache's node_modules, installed from the pinned lock file unless it already is."""
     cache.mkdir(parents=True, exist_ok=True)
+    # Two publishes at once (test workers, two maintainers) must not run `npm ci` into one folder
+    # together: npm removes node_modules first, and the other then finds it half gone.
+    with open(cache / ".install.lock", "w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        return _installed(cache)
+
+
+def _installed(cache: Path) -> Path:
     installed = cache / "node_modules" / ".package-lock.json"
     current = (cache / "package-lock.json").is_file() and filecmp.cmp(LOCK / "package-lock.json",
                                                                        cache / "package-lock.json", shallow=False)

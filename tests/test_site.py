@@ -314,3 +314,25 @@ def test_run_history_adds_the_software_to_machine_json(tmp_path):
     run_history.record_software(tmp_path, "h200-x9", {"torch": "2.11.0+cu130", "cuda": "13.0", "driver": ""})
     info = json.loads((folder / "machine.json").read_text())
     assert info == {"machine": "h200-x9", "gpu": "NVIDIA H200", "version": 1, "torch": "2.11.0+cu130", "cuda": "13.0"}
+
+
+def test_two_publishes_at_once_install_the_libraries_once(tmp_path, monkeypatch):
+    # A stand-in npm that empties node_modules before it fills it, as `npm ci` does: two installs
+    # into one cache at once would each find the other's half-removed tree.
+    offline_site = load("offline_site")
+    log = tmp_path / "npm.log"
+    files = " ".join(f'"$prefix/node_modules/{p}"' for p in [*offline_site.LIBRARIES.values(), ".package-lock.json"])
+    bin_dir = tmp_path / "bin"
+    bin_dir.mkdir()
+    (bin_dir / "npm").write_text(
+        "#!/bin/bash\nprefix=${@: -1}\necho start >> " + str(log) + "\nrm -rf \"$prefix/node_modules\"\n"
+        f"sleep 0.5\nfor f in {files}; do mkdir -p \"$(dirname \"$f\")\"; touch \"$f\"; done\n"
+        "echo end >> " + str(log) + "\n")
+    (bin_dir / "npm").chmod(0o755)
+    monkeypatch.setenv("PATH", f"{bin_dir}{os.pathsep}{os.environ['PATH']}")
+    cache = tmp_path / "vendor"
+    from concurrent.futures import ThreadPoolExecutor
+    with ThreadPoolExecutor(2) as pool:
+        found = list(pool.map(offline_site.node_modules, [cache, cache]))
+    assert found == [cache / "node_modules"] * 2
+    assert log.read_text().split() == ["start", "end"]
