@@ -35,7 +35,6 @@ from scripts import user_view  # noqa: E402
 
 
 DNABERT_REPEAT = 8  # the genome's ORFs once make a 0.3 s stage: too short to sample utilisation
-PRESET, PROFILE = "full", "full"
 
 
 def log(*a):
@@ -123,7 +122,7 @@ def end_to_end(paths, models, opts, label, min_seconds=0.0, monitored=True):
     return d
 
 
-def resume_check(path: Path, dev: torch.device, ranges: int = 5, saved: int = 2) -> dict:
+def resume_check(path: Path, dev: torch.device, preset: str, ranges: int = 5, saved: int = 2) -> dict:
     """`predict` as a user runs it (one process each): uninterrupted, then killed with SIGKILL
     after `saved` of `ranges` checkpointed ranges and resumed.  Which promised files differ?"""
     data = pipeline.InputData(path, read_fasta(path)[0], [])
@@ -131,7 +130,7 @@ def resume_check(path: Path, dev: torch.device, ranges: int = 5, saved: int = 2)
     every = -(-len(data.orfs) // ranges)
     root = Path(tempfile.mkdtemp(prefix="virnucpro-resume-"))
     cmd = [sys.executable, "-m", "virnucpro", "predict", str(path), "-l", "500", "--random-weights", "--preset",
-           PRESET, "--device", dev.type, "--no-progress", "--keep-intermediate", "--checkpoint-every", str(every)]
+           preset, "--device", dev.type, "--no-progress", "--keep-intermediate", "--checkpoint-every", str(every)]
 
     def run(out, *extra, fault=""):
         env = {**os.environ, faults.ENV: fault}  # an empty value injects nothing
@@ -163,9 +162,9 @@ def resume_check(path: Path, dev: torch.device, ranges: int = 5, saved: int = 2)
     return d
 
 
-def repeated_genome(root: Path):
+def repeated_genome(root: Path, profile: str):
     """The chromosome again and again, one file per copy (records renamed so ids stay unique)."""
-    w = common.workload(PROFILE)
+    w = common.workload(profile)
     records = [rec for f in w["files"][:-1] for rec in read_fasta(f)[0]]
     for k in range(1, 10_000):
         dst = root / f"genome_copy{k}.fna"
@@ -179,6 +178,8 @@ class Run:
 
     def __init__(self, args, dev: torch.device):
         self.args, self.dev = args, dev
+        # A dry run is the tiny preset on the CPU: the same code path at a size CI can afford.
+        self.preset = self.profile = "tiny" if args.dry_run else "full"
         self.report = {"commit": package_commit(), "date": datetime.datetime.now(datetime.timezone.utc).isoformat(),
                        "gpu": torch.cuda.get_device_name(0) if dev.type == "cuda" else "none (dry run)",
                        "gpus": torch.cuda.device_count(),
@@ -187,8 +188,8 @@ class Run:
         self.report["peak_bf16_flops"] = self.peak
         log(f"peak bf16 matmul: {self.peak / 1e12:.0f} TFLOP/s")
         self.fast = "bf16" if dev.type == "cuda" else "fp32"
-        self.random_src = f"random:{PRESET}"
-        self.w = common.workload(PROFILE)
+        self.random_src = f"random:{self.preset}"
+        self.w = common.workload(self.profile)
         self.records = [r for f in self.w["files"][:-1] for r in read_fasta(f)[0]]
         self.data = pipeline.InputData(Path(self.w["files"][0]), self.records, [])
         pipeline.prepare(self.data, 500, pipeline.StageClock())
@@ -271,16 +272,16 @@ def section_agreement(run: Run) -> None:
 
 
 def section_resume(run: Run) -> None:
-    run.report["resume"] = resume_check(Path(run.w["files"][0]), run.dev)
+    run.report["resume"] = resume_check(Path(run.w["files"][0]), run.dev, run.preset)
 
 
 def section_e2e(run: Run) -> None:
     """`predict` end to end on the repeated genome and on 150 bp reads."""
     args, dev, report, w = run.args, run.dev, run.report, run.w
-    opts = common.pipeline_options("fast", PROFILE)
+    opts = common.pipeline_options("fast", run.profile)
     models = pipeline.load_models(opts)
     root = Path(tempfile.mkdtemp(prefix="virnucpro-genome-"))
-    report["e2e_genome"] = end_to_end(repeated_genome(root), models, opts, "genome", args.e2e_seconds)
+    report["e2e_genome"] = end_to_end(repeated_genome(root, run.profile), models, opts, "genome", args.e2e_seconds)
     report["e2e_reads"] = end_to_end([w["reads_file"]], models, opts, "150 bp reads")
     if "esm2" in report:
         report["e2e_genome"]["fraction_of_esm_alone"] = report["e2e_genome"]["orfs_per_second"] / report["esm2"]["items_per_second"]
@@ -299,11 +300,11 @@ def section_reference(run: Run) -> None:
     warm.write_text(f">warm\n{genome[:20_000]}\n")
     runs = {}
     for engine in ("fast", "reference"):
-        o = common.pipeline_options(engine, PROFILE)
+        o = common.pipeline_options(engine, run.profile)
         m = pipeline.load_models(o)
         end_to_end([str(warm)], m, o, f"{engine} warm-up", monitored=False)  # kernels, compiled attention
-        # The first timed run follows a warm-up of one size, as the asv benchmark did up to
-        # this commit; the second repeats the same input with every shape already seen.
+        # The first timed run follows a warm-up of one size only; the second repeats the same
+        # input with every shape already seen.
         for k in ("first", "repeat"):
             graphs = perf.compiled_graphs()
             d = end_to_end([str(sub_path)], m, o, f"{engine} {k}", monitored=False)
@@ -323,7 +324,7 @@ def section_reference(run: Run) -> None:
 def section_user(run: Run) -> None:
     """The user's view: CLI runs from start to written results (scripts/user_view.py)."""
     args, dev, report, records = run.args, run.dev, run.report, run.records
-    report["user"] = user_view.user_view(PRESET, dev.type, records, args.user_metagenome_bp, args.user_reads,
+    report["user"] = user_view.user_view(run.preset, dev.type, records, args.user_metagenome_bp, args.user_reads,
                                          esm_sample=4000 if dev.type == "cuda" else 40,
                                          reference=not args.user_no_reference, log=log)
 
@@ -360,9 +361,7 @@ def parse_args(argv=None):
 
 def main(argv=None) -> int:
     args = parse_args(argv)
-    global PRESET, PROFILE
     if args.dry_run:
-        PRESET, PROFILE = "tiny", "tiny"
         dev = torch.device("cpu")
     elif not torch.cuda.is_available():
         log("gpu_report needs a CUDA GPU (or --dry-run)")
