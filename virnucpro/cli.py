@@ -173,6 +173,10 @@ def _predict(args, out: Path, ranked, inputs) -> int:
             raise InputError("--gpus needs --device cuda or auto")
         gpus = parallel.parse_gpus(args.gpus, torch.cuda.device_count())
         opts.device, world = "cuda", len(gpus)
+        if world == 1:
+            # One GPU needs no second process: this one is its rank.  A spawned worker would
+            # start Python and import torch again, seconds before its first batch.
+            torch.cuda.set_device(gpus[0])
     elif ranked is None and args.cpu_workers is not None:
         opts.device, world = "cpu", args.cpu_workers
     if ranked is not None and not ranked.is_main:
@@ -180,7 +184,7 @@ def _predict(args, out: Path, ranked, inputs) -> int:
         return 0
     fields = _fingerprint(args, opts, inputs, embed.resolve_device(opts.device))
     with checkpoint.Store(out).session(fields, {"every": args.checkpoint_every}, args.resume):
-        if ranked is not None or (args.gpus is None and args.cpu_workers is None):
+        if ranked is not None or (world == 1 and args.cpu_workers is None):
             _predict_rank(*job)
         else:
             global _spawned_workers

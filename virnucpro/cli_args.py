@@ -95,7 +95,8 @@ def build_parser() -> argparse.ArgumentParser:
     q.add_argument("--no-progress", action="store_true", help="no progress bars, only the summary")
     q.add_argument("--seed", type=SEED, default=0, help="seed for random weights, 0..2**64-1 (default: 0)")
     q.add_argument("--gpus", metavar="SPEC",
-                   help="one process per GPU: 'all', a count N (the first N), or a list such as 0,2,5")
+                   help="one process per GPU (with one GPU, this process): 'all', a count N (the first N), "
+                        "or a list such as 0,2,5")
     q.add_argument("--cpu-workers", type=WORKERS, metavar="N",
                    help="run N CPU processes the way --gpus runs GPU processes (for testing the multi-process path)")
     q.add_argument("--engine", choices=("fast", "reference"), default="fast",
