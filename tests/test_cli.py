@@ -512,20 +512,23 @@ def test_a_result_folder_is_replaced_only_when_this_run_made_it(tmp_path):
     assert (out / "s" / "prediction_results.txt").is_file()
 
 
-@pytest.mark.parametrize("spec,visible,ran", [("1", 4, ("here", 0)), ("2", 4, ("spawned", 2, [0, 1])),
-                                              ("3,", 4, ("here", 3)), ("all", 1, ("here", 0))])
-def test_one_gpu_runs_in_this_process_and_more_are_spawned(tmp_path, monkeypatch, spec, visible, ran):
+HERE = ("here", "cuda")
+
+
+@pytest.mark.parametrize("spec,visible,started,device", [("1", 4, HERE, [0]), ("2", 4, ("spawned", 2, [0, 1]), []),
+                                                         ("3,", 4, HERE, [3]), ("all", 1, HERE, [0])])
+def test_one_gpu_runs_in_this_process_and_more_are_spawned(tmp_path, monkeypatch, spec, visible, started, device):
     # No CUDA here: torch's view of the GPUs is replaced, and so are the two ways a run is started,
     # so this checks which one --gpus takes (a spawned worker would import torch again).
     from virnucpro import cli, parallel
-    calls, device = [], []
+    calls, chosen = [], []
     monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
     monkeypatch.setattr(torch.cuda, "device_count", lambda: visible)
-    monkeypatch.setattr(torch.cuda, "set_device", device.append)
+    monkeypatch.setattr(torch.cuda, "set_device", chosen.append)
     monkeypatch.setattr(cli, "_predict_rank", lambda inputs, out, opts, *rest: calls.append(("here", opts.device)))
     monkeypatch.setattr(parallel, "spawn", lambda fn, job, world, gpus: calls.append(("spawned", world, gpus)))
     monkeypatch.setattr(cli, "_spawned_workers", False)
     assert main(["predict", str(DATA / "SRR492066.fna"), "-o", str(tmp_path / "o"), "--random-weights", "--preset", "tiny",
                  "--no-progress", "-l", "500", "--gpus", spec]) == 0
-    assert calls == [(*ran[:1], "cuda") if ran[0] == "here" else ran]
-    assert device == ([ran[1]] if ran[0] == "here" else [])
+    assert calls == [started]
+    assert chosen == device
