@@ -127,7 +127,7 @@ def resume_check(path: Path, dev: torch.device, preset: str, ranges: int = 5, sa
     after `saved` of `ranges` checkpointed ranges and resumed.  Which promised files differ?"""
     data = pipeline.InputData(path, read_fasta(path)[0], [])
     pipeline.prepare(data, 500, pipeline.StageClock())
-    every = -(-len(data.orfs) // ranges)
+    every = -(-data.chunk_count(500) // ranges)  # ranges are spans of chunks
     root = Path(tempfile.mkdtemp(prefix="virnucpro-resume-"))
     cmd = [sys.executable, "-m", "virnucpro", "predict", str(path), "-l", "500", "--random-weights", "--preset",
            preset, "--device", dev.type, "--no-progress", "--keep-intermediate", "--checkpoint-every", str(every)]

@@ -24,8 +24,8 @@ from virnucpro.presets import PRESETS
 
 INPUTS = [str(DATA / "KK037166.fna"), str(DATA / "edge_cases.fa")]
 OPTS = ["-l", "300", "--random-weights", "--preset", "tiny", "--device", "cpu", "--no-progress",
-        "--checkpoint-every", "16", "--keep-intermediate"]
-STEMS = ("KK037166", "edge_cases")  # 114 ORFs in 8 ranges of 15, then 60 ORFs in 4 ranges
+        "--checkpoint-every", "9", "--keep-intermediate"]
+STEMS = ("KK037166", "edge_cases")  # 67 chunks in 8 ranges of 9 (114 ORFs), then 52 in 6 (60 ORFs)
 FILES = ("prediction_results.txt", "prediction_results_highestscore.csv", "contig_summary.tsv", "skipped.tsv",
          "intermediate/chunks.fa", "intermediate/orfs.fna", "intermediate/orfs.faa")
 # fault -> ranges of KK037166 already saved when it struck (None: that input was finished).
@@ -142,7 +142,7 @@ def test_each_feature_row_is_its_own_orfs_embedding(baseline):
     nuc = [str(r.seq) for r in SeqIO.parse(inter / "orfs.fna", "fasta")]
     prot = [str(r.seq) for r in SeqIO.parse(inter / "orfs.faa", "fasta")]
     dna, protein = embed.load_dna_model("random:tiny"), embed.load_protein_model("random:tiny")
-    for i in (0, 14, 15, 60, len(nuc) - 1):  # both sides of a range boundary, and the last range
+    for i in (0, 24, 25, 60, len(nuc) - 1):  # both sides of a range boundary, and the last range
         row = torch.cat([dna.embed([nuc[i]]), protein.embed([prot[i]])], dim=1)[0].numpy()
         assert np.allclose(row, feats[i], atol=1e-5)
         assert not np.allclose(row, feats[i - 1], atol=1e-3)
@@ -150,11 +150,11 @@ def test_each_feature_row_is_its_own_orfs_embedding(baseline):
 
 def test_dead_worker_stops_the_run_and_its_saved_ranges_are_kept(baseline, tmp_path):
     out = tmp_path / "out"
-    p = launch(out, "esm2:2@1", "--cpu-workers", "2")  # rank 1 dies in its second range (45-60)
+    p = launch(out, "esm2:2@1", "--cpu-workers", "2")  # rank 1 dies in its second range (49-68)
     _, err = p.communicate(timeout=90)  # a survivor stuck waiting on the dead rank would time out here
     assert p.returncode == 1
     assert "worker process 1 was killed by SIGKILL" in err
-    assert "15-30.npz" in saved(out)  # rank 1's first range
+    assert "25-39.npz" in saved(out)  # rank 1's first range
     assert predict(out, "--resume") == 0
     assert_same_results(out, baseline)
     assert reused(out) >= 1
@@ -260,9 +260,9 @@ def test_disk_full_keeps_earlier_checkpoints(baseline, tmp_path, capsys, fault, 
     assert predict(out) == 1
     err = capsys.readouterr().err.strip()
     assert len(err.splitlines()) == 1 and "No space left on device" in err and str(out / ".virnucpro") in err
-    assert saved(out) == ["0-15.npz", "15-30.npz"]  # and no temp file
+    assert saved(out) == ["0-25.npz", "25-39.npz"]  # and no temp file
     monkeypatch.delenv(faults.ENV)
-    damaged = out / checkpoint.DIR / "ranges" / "KK037166" / "15-30.npz"
+    damaged = out / checkpoint.DIR / "ranges" / "KK037166" / "25-39.npz"
     damaged.write_bytes(damaged.read_bytes()[:200])
     assert predict(out, "--resume") == 0
     assert_same_results(out, baseline)
@@ -292,7 +292,7 @@ def test_disk_full_while_writing_results(baseline, tmp_path, capsys, fault, monk
     monkeypatch.delenv(faults.ENV)
     assert predict(out, "--resume") == 0
     assert_same_results(out, baseline)
-    assert reused(out, "edge_cases") == 4
+    assert reused(out, "edge_cases") == 6
 
 
 def test_read_only_output_is_a_clear_error(tmp_path, capsys, fault, monkeypatch):
@@ -398,7 +398,7 @@ def test_one_flipped_byte_in_a_range_is_recomputed_by_the_first_resume(baseline,
     fault("checkpoint:3:enospc")
     assert predict(out) == 1
     monkeypatch.delenv(faults.ENV)
-    damaged = out / checkpoint.DIR / "ranges" / "KK037166" / "0-15.npz"
+    damaged = out / checkpoint.DIR / "ranges" / "KK037166" / "0-25.npz"
     raw = bytearray(damaged.read_bytes())
     with zipfile.ZipFile(damaged) as z:
         info = z.getinfo("probs.npy")
@@ -445,7 +445,7 @@ def test_resume_refuses_a_user_folder_in_the_way(tmp_path, capsys, fault, monkey
 
 INTERRUPTED = "interrupted: run the same command with --resume to continue"
 # case -> (fault that stops a process with SIGSTOP, options, signal, sent to the main process or its group);
-# esm2:3 stops the only process after two saved ranges, esm2:2@1 stops rank 1 after its first (15-30)
+# esm2:3 stops the only process after two saved ranges, esm2:2@1 stops rank 1 after its first (25-39)
 INTERRUPTS = {"SIGINT": ("esm2:3:stop", (), signal.SIGINT, "main"),
               "SIGTERM": ("esm2:3:stop", (), signal.SIGTERM, "main"),
               "SIGTERM-2-workers": ("esm2:2:stop@1", ("--cpu-workers", "2"), signal.SIGTERM, "main"),
@@ -499,7 +499,7 @@ def test_interrupt_says_one_line_and_resume_is_byte_identical(interrupted, basel
         time.sleep(0.2)
     if not workers:  # the main process unwound: the temp file of the step in flight is gone
         assert not list((out / checkpoint.DIR).rglob(".*.tmp-*"))
-    assert "15-30.npz" in saved(out)
+    assert "25-39.npz" in saved(out)
     assert predict(out, "--resume") == 0  # the lock was released
     assert_same_results(out, baseline)
     assert not list((out / checkpoint.DIR).rglob(".*.tmp-*"))  # a killed worker's, removed by the resume

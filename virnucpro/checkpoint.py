@@ -3,7 +3,10 @@
 OUT/.virnucpro/ holds `lock` (flock'ed by the run in progress), `manifest.json` (the
 fingerprint of inputs and result-changing options, the range layout, which inputs are
 finished and which ranges are done) and ranges/<stem>/<a>-<b>.npz: the scores of ORFs
-a..b-1 of one input.  Every file is written to a temp name, fsync'ed and renamed, so a
+a..b-1 of one input.  A range is a span of chunks, laid out from the input's chunk count,
+which is known once the input is read: so a range can be scored as soon as its chunks are
+translated, before the rest of the input is.  Its file is named by the span of ORFs those
+chunks hold.  Every file is written to a temp name, fsync'ed and renamed, so a
 kill leaves either the old file or the new one.  A range file carries the fingerprint
 and a digest of its ORF ids and is used only if both match: a row can never be paired
 with another ORF's id.  Chunking and translation are cheap and deterministic, so they
@@ -28,7 +31,7 @@ from virnucpro.durable import atomic_write, writing
 from virnucpro.errors import InputError, VirnucproError
 
 DIR = ".virnucpro"
-FORMAT = 2
+FORMAT = 3  # 3: ranges are spans of chunks (2: of ORFs)
 
 
 def digest(fields) -> str:
@@ -36,12 +39,12 @@ def digest(fields) -> str:
 
 
 # Ranges come in a multiple of this, so 1, 2, 4 or 8 processes get equal shares; never
-# split below MIN_RANGE ORFs for that, since a range is at least one forward step per model.
+# split below MIN_RANGE chunks for that, since a range is at least one forward step per model.
 BALANCE, MIN_RANGE = 8, 256
 
 
 def ranges(n: int, every: int) -> list[tuple[int, int]]:
-    """Contiguous ORF ranges of at most `every`, equal in size.  They depend on the input and
+    """Contiguous ranges of n chunks, at most `every` each, equal in size.  They depend on the input and
     `every` alone, never on the number of processes: ranks take whole ranges, and a range is
     embedded in the same batches whoever computes it, so results are bit-identical whatever
     the world size, and after a resume."""
@@ -212,24 +215,27 @@ class Store:
     def ranges(self, n: int) -> list[tuple[int, int]]:
         return ranges(n, self.manifest["layout"]["every"])
 
-    def pending(self, data, spans, keep_features: bool = False) -> list[int] | None:
-        """Indices into `spans` still to compute; None once the input's results are written."""
-        entry = self.manifest["inputs"].get(data.stem, {})
-        if entry.get("done") and (self.out / data.stem).is_dir():
-            return None
-        todo = [i for i, (a, b) in enumerate(spans) if self._read(data, a, b, keep_features) is None]
-        self.manifest["inputs"][data.stem] = {"orfs": len(data.orfs), "ranges": len(spans), "done": False}
-        self.note(data.stem)
-        return todo
+    def finished(self, stem: str) -> bool:
+        """The input's results were written by an earlier run (and are still there)."""
+        entry = self.manifest["inputs"].get(stem, {})
+        return bool(entry.get("done")) and (self.out / stem).is_dir()
+
+    def start(self, stem: str, chunks: int, ranges: int) -> None:
+        self.manifest["inputs"][stem] = {"chunks": chunks, "ranges": ranges, "done": False}
+        self.note(stem)
+
+    def reusable(self, data, a: int, b: int, orfs, keep_features: bool = False) -> bool:
+        """A whole file of this run holds ORFs a..b-1 (`orfs`); a damaged one is removed."""
+        return self._read(data, a, b, keep_features, orfs) is not None
 
     def note(self, stem: str) -> None:
         done = sorted(tuple(map(int, p.stem.split("-"))) for p in self._dir(stem).glob("*.npz"))
         self.manifest["inputs"][stem]["ranges_done"] = [list(s) for s in done]
         self.write_manifest()
 
-    def finish(self, stem: str) -> None:
+    def finish(self, stem: str, orfs: int) -> None:
         entry = self.manifest["inputs"][stem]
-        entry.update(done=True, ranges_done=[])
+        entry.update(done=True, orfs=orfs, ranges_done=[])
         self.write_manifest()
         with writing(self._dir(stem)):
             shutil.rmtree(self._dir(stem), ignore_errors=True)
@@ -246,13 +252,14 @@ class Store:
     def _path(self, stem: str, a: int, b: int) -> Path:
         return self._dir(stem) / f"{a}-{b}.npz"
 
-    def _expect(self, data, a: int, b: int) -> dict:
+    def _expect(self, data, a: int, b: int, orfs=None) -> dict:
         key = (data.stem, a, b)
         if key not in self._ids:
-            self._ids[key] = hashlib.sha256("\n".join(o.id for o in data.orfs[a:b]).encode()).hexdigest()
+            orfs = data.orfs[a:b] if orfs is None else orfs
+            self._ids[key] = hashlib.sha256("\n".join(o.id for o in orfs).encode()).hexdigest()
         return {"fingerprint": self.manifest["fingerprint"], "range": [a, b], "ids": self._ids[key]}
 
-    def _read(self, data, a: int, b: int, keep_features: bool | None = None) -> dict | None:
+    def _read(self, data, a: int, b: int, keep_features: bool | None = None, orfs=None) -> dict | None:
         """The range's arrays if its file is whole and belongs to this run, else None; a damaged
         or foreign file is removed so that the range gets recomputed.  Every array is read in
         full, so zip's CRC catches a flipped byte anywhere in the file."""
@@ -261,7 +268,7 @@ class Store:
             return None
         try:
             with np.load(path, allow_pickle=False) as z:
-                ok = json.loads(str(z["meta"])) == self._expect(data, a, b)
+                ok = json.loads(str(z["meta"])) == self._expect(data, a, b, orfs)
                 got = {k: z[k] for k in z.files if k != "meta"} if ok else {}
         except Exception:  # any failure to read means the file cannot be trusted
             ok = False
@@ -276,8 +283,9 @@ class Store:
             return None
         return got
 
-    def save(self, data, a: int, b: int, pred, keep_features: bool) -> None:
-        arrays = {"meta": np.array(json.dumps(self._expect(data, a, b))), "logits": pred.logits, "probs": pred.probs}
+    def save(self, data, a: int, b: int, pred, keep_features: bool, orfs=None) -> None:
+        arrays = {"meta": np.array(json.dumps(self._expect(data, a, b, orfs))), "logits": pred.logits,
+                  "probs": pred.probs}
         if keep_features:
             arrays["features"] = pred.features
         path = self._path(data.stem, a, b)

@@ -41,6 +41,13 @@ def chunk_bounds(length: int, chunk_len: int) -> list[tuple[int, int]]:
     return list(zip(starts.tolist(), ends.tolist()))
 
 
+def count_chunks(lengths: Iterable[int], chunk_len: int) -> int:
+    """How many chunks iter_chunks cuts from records of these lengths."""
+    if chunk_len <= 0:
+        raise ValueError(f"chunk length must be positive, got {chunk_len}")
+    return sum(-(-n // chunk_len) for n in lengths)
+
+
 def chunk_records(records, chunk_len: int) -> list[Chunk]:
     """Chunks of every record (anything with .id and .seq), in record order."""
     return list(iter_chunks(records, chunk_len))

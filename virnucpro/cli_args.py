@@ -88,10 +88,10 @@ def build_parser() -> argparse.ArgumentParser:
     q.add_argument("--force", action="store_true",
                    help="write into an existing non-empty output folder (discards the checkpoints of an earlier run)")
     q.add_argument("--resume", action="store_true",
-                   help="continue the interrupted run in --out (same inputs and options): finished ORF ranges are "
+                   help="continue the interrupted run in --out (same inputs and options): finished ranges are "
                         "kept, the rest is computed; starts a new run when --out holds none")
-    q.add_argument("--checkpoint-every", type=COUNT, default=4096, metavar="N",
-                   help="save progress at least every N ORFs per process (default: %(default)s)")
+    q.add_argument("--checkpoint-every", type=COUNT, default=8192, metavar="N",
+                   help="save progress at least every N chunks per process (default: %(default)s)")
     q.add_argument("--no-progress", action="store_true", help="no progress bars, only the summary")
     q.add_argument("--seed", type=SEED, default=0, help="seed for random weights, 0..2**64-1 (default: 0)")
     q.add_argument("--gpus", metavar="SPEC",

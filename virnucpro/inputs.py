@@ -6,16 +6,18 @@ import os
 import tempfile
 import time
 import weakref
+from array import array
 from collections.abc import Iterable, Iterator, Sequence
 from contextlib import contextmanager, suppress
 from dataclasses import dataclass, field
 from pathlib import Path
 
 from virnucpro import faults, owned
-from virnucpro.chunking import Chunk, iter_chunks
-from virnucpro.errors import InputError
+from virnucpro.chunking import Chunk, count_chunks, iter_chunks
+from virnucpro.errors import InputError, VirnucproError
 from virnucpro.fasta import FastaReader, Record
 from virnucpro.spool import Chunks, Spool
+from virnucpro.stream import RangeStream
 from virnucpro.translate import ORF, iter_chunk_orfs
 
 SKIP_EMPTY = "empty_sequence"
@@ -64,6 +66,13 @@ class InputData:
     rna_bases: int = 0  # U/u read as T/t
     protein_tokens: int = 0  # ESM-2 tokens of all ORFs
     spool: Spool | None = None
+    lengths: Sequence[int] | None = None  # of the records, taken while they were read
+
+    def chunk_count(self, chunk_len: int) -> int:
+        """How many chunks `prepare` will cut, known before it runs: the checkpoint ranges
+        are spans of chunks, so that scoring can start before the input is translated."""
+        lengths = self.lengths if self.lengths is not None else [len(r.seq) for r in self.records]
+        return count_chunks(lengths, chunk_len)
 
     @property
     def stem(self) -> str:
@@ -125,16 +134,16 @@ def read_input(p: str | Path) -> InputData:
     copy = tempfile.NamedTemporaryFile(prefix="virnucpro-input-", delete=False)
     try:
         reader = FastaReader(p, copy_to=copy)
-        count = sum(1 for _ in reader)
+        lengths = array("q", (len(rec.seq) for rec in reader))
         copy.close()
     except BaseException:
         copy.close()
         os.unlink(copy.name)
         raise
-    records = FileRecords(Path(copy.name), reader.label, reader.sha256, count)
+    records = FileRecords(Path(copy.name), reader.label, reader.sha256, len(lengths))
     weakref.finalize(records, _unlink, records.source)  # for callers that never `release` it
     return InputData(path, records, [(rid, SKIP_EMPTY) for rid, _ in reader.skipped], sha256=reader.sha256,
-                     rna_bases=reader.rna_bases)
+                     rna_bases=reader.rna_bases, lengths=lengths)
 
 
 def read_inputs(paths: list[str | Path]) -> list[InputData]:
@@ -173,9 +182,10 @@ _END = object()
 
 
 def prepare(data: InputData, chunk_len: int, clock: StageClock, spool_dir: Path | None = None,
-            keep_chunk_seqs: bool = True) -> InputData:
+            keep_chunk_seqs: bool = True, stream: RangeStream | None = None) -> InputData:
     """Chunks and translates one input into a spool under `spool_dir` (a temp folder if None,
-    removed with the InputData), one record at a time."""
+    removed with the InputData), one record at a time.  With a `stream` (spans of chunks), each
+    span's ORFs are published as soon as its last chunk is translated."""
     empties = [(rid, reason) for rid, reason in data.skipped if reason == SKIP_EMPTY]
     if data.spool is not None:
         data.spool.remove()
@@ -193,6 +203,7 @@ def prepare(data: InputData, chunk_len: int, clock: StageClock, spool_dir: Path 
 
         chunks = _timed(iter_chunks(records(), chunk_len), clock, "chunk")
         translated = iter_chunk_orfs(chunks)
+        done, end = 0, stream.next_end() if stream is not None else None
         while True:
             with clock("translate"):
                 item = next(translated, _END)
@@ -202,7 +213,16 @@ def prepare(data: InputData, chunk_len: int, clock: StageClock, spool_dir: Path 
                 spool.add_chunk(chunk, orfs, keep_chunk_seqs)
                 if not orfs:
                     spool.skipped.add(chunk.id, SKIP_NO_ORF)
-        faults.point("chunking")
+                done += 1
+                while done == end:  # a range of no chunks has none to wait for
+                    faults.point("chunking")
+                    stream.publish(spool.orf_count, spool.orf_path, spool.flush_orfs())
+                    end = stream.next_end()
+        if stream is None:
+            faults.point("chunking")
+        elif not stream.complete():
+            raise VirnucproError(f"{data.path}: {done} chunks were cut, but the checkpoint ranges were laid out "
+                                 f"for {stream.spans[-1][1]}")
         data.orfs = spool.close()
     except BaseException:
         spool.remove()

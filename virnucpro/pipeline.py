@@ -4,13 +4,13 @@ by their functions.
 
 The command reads and validates every input before any model loads or anything is written,
 so a bad file costs nothing and leaves OUT untouched.  Models load once per invocation, while
-the first input is chunked and translated.  ORFs are scored in fixed ranges, each saved as
-soon as it is done (see checkpoint.py).
+the first input is chunked and translated.  ORFs are scored in ranges of chunks (see
+checkpoint.py), each scored as soon as its chunks are translated and saved as soon as it is done.
 """
 from __future__ import annotations
 
 import time
-from concurrent.futures import ThreadPoolExecutor
+from concurrent.futures import ThreadPoolExecutor, wait
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -20,6 +20,8 @@ from virnucpro import checkpoint, embed, faults, parallel, perf, trace  # noqa: 
 from virnucpro.inputs import SKIP_EMPTY, SKIP_NO_ORF, InputData, StageClock, output_stem, prepare, read_inputs  # noqa: F401
 from virnucpro.scoring import (Models, NonFiniteError, Prediction, _bar, _classify, classify, load_models,  # noqa: F401
                                resolve_precision)
+from virnucpro.spool import read_orfs
+from virnucpro.stream import RangeStream
 
 
 @dataclass
@@ -37,18 +39,47 @@ class Options:
     seed: int = 0
     progress: bool = True
     compile: bool = False
+    # Score a range while later ones are translated (None: on a GPU).  On the CPU the two share
+    # the cores, and with both busy a CPU run's last bits were seen to change from run to run
+    # (tests/test_cli.py's pipe tests under load), which resume's byte-identity cannot allow.
+    stream: bool | None = None
 
 
-def _score_ranges(data: InputData, spans, models: Models, store: checkpoint.Store, progress: bool,
-                  clock: StageClock, keep: bool, main: bool) -> None:
-    total = sum(b - a for a, b in spans)
-    with _bar(total, "DNABERT-S", "ORF", progress) as dbar, _bar(total, "ESM-2", "ORF", progress) as pbar:
-        for a, b in spans:
-            part = _classify(data.orfs[a:b], models, clock, dbar.update, pbar.update)
+def streams(opts: Options, device: torch.device) -> bool:
+    return opts.stream if opts.stream is not None else device.type == "cuda"
+
+
+def _produce(data: InputData, chunk_len: int, clock: StageClock, spool_dir: Path, keep: bool,
+             stream: RangeStream) -> InputData:
+    try:
+        return prepare(data, chunk_len, clock, spool_dir, keep, stream)
+    except BaseException as e:
+        stream.fail(e)
+        raise
+
+
+def _score_ranges(data: InputData, stream: RangeStream, mine, models: Models, store: checkpoint.Store,
+                  progress: bool, clock: StageClock, keep: bool, main: bool) -> int:
+    """Scores this rank's ranges as they come out of translation; returns how many were reused
+    from an earlier run's files instead."""
+    reused = 0
+    with _bar(None, "DNABERT-S", "ORF", progress) as dbar, _bar(None, "ESM-2", "ORF", progress) as pbar:
+        for i in mine:
+            with clock("wait_for_translation"):
+                ready = stream.wait(i)
+            a, b = ready.start, ready.stop
+            if a == b:
+                continue  # chunks without a stop-free frame: listed as skipped, nothing to score
+            orfs = read_orfs(ready.path, *ready.offsets)
+            if store.reusable(data, a, b, orfs, keep):
+                reused += 1
+                continue
+            part = _classify(orfs, models, clock, dbar.update, pbar.update)
             with clock("checkpoint"):
-                store.save(data, a, b, part, keep)
+                store.save(data, a, b, part, keep, orfs)
                 if main:
                     store.note(data.stem)
+    return reused
 
 
 def _agree_on_budgets(models: Models, opts: Options, store: checkpoint.Store, r: parallel.Rank) -> None:
@@ -79,7 +110,7 @@ class Engine:
         self.history: list[dict] = []  # rank 0: one entry per input written, for benchmarks
 
     def predict(self, paths: list, out: Path, run_info: dict | None = None, keep_intermediate: bool = False,
-                every: int = 4096) -> list[str]:
+                every: int = 8192) -> list[str]:
         """A fresh run into `out` under its own checkpoint session (single process); like
         `predict --force`, it replaces the results of the run recorded there before."""
         inputs = [p if isinstance(p, InputData) else read_inputs([p])[0] for p in paths]
@@ -109,24 +140,31 @@ class Engine:
         inputs = [p if isinstance(p, InputData) else read_inputs([p])[0] for p in paths]
         clocks = [StageClock() for _ in inputs]
         lines, first = [], time.perf_counter()
-        # One thread chunks and translates the next input while this one is on the GPU; the
-        # models load while the first one is.
+        # One thread reads, chunks and translates the inputs in turn, and hands each range over
+        # as soon as its chunks are translated: the models load while the first range is
+        # prepared, and the GPU scores it while later ones are.
         with ThreadPoolExecutor(max_workers=1, thread_name_prefix="virnucpro-prepare") as pool:
             def submit(k):
-                return pool.submit(prepare, inputs[k], opts.chunk_len, clocks[k], store.spool_dir(inputs[k].stem, r.rank),
-                                   keep_intermediate)
+                data = inputs[k]
+                stream = RangeStream(store.ranges(data.chunk_count(opts.chunk_len)))
+                clock = StageClock()  # the other thread's stages: a clock is used by one thread at a time
+                return stream, clock, pool.submit(_produce, data, opts.chunk_len, clock,
+                                                  store.spool_dir(data.stem, r.rank), keep_intermediate, stream)
 
-            prepared = submit(0) if inputs else None
+            coming = submit(0) if inputs else None
             if inputs:
                 self._load(store)
             for k, data in enumerate(inputs):
                 t0 = time.perf_counter()
-                prepared.result()
+                prepared = coming
                 if k + 1 < len(inputs):
-                    prepared = submit(k + 1)
+                    coming = submit(k + 1)  # starts once this input is translated
                 try:
-                    line = self._input(data, clocks[k], (first, t0), store, run_info, keep_intermediate, out)
+                    line = self._input(data, prepared, clocks[k], (first, t0), store, run_info, keep_intermediate,
+                                       out)
                 finally:
+                    prepared[0].cancel()
+                    wait([prepared[2]])
                     if data.spool is not None:
                         data.spool.remove()
                 if line:
@@ -141,38 +179,43 @@ class Engine:
             self.models = load_models(self.opts)
         _agree_on_budgets(self.models, self.opts, store, self.rank)
 
-    def _input(self, data: InputData, clock: StageClock, started: tuple[float, float], store, run_info: dict,
-               keep_intermediate: bool, out: Path):
+    def _input(self, data: InputData, prepared, clock: StageClock, started: tuple[float, float], store,
+               run_info: dict, keep_intermediate: bool, out: Path):
         """Score one prepared input (this rank's ranges) and, on rank 0, merge and write its
         results; returns rank 0's summary line."""
         from virnucpro.outputs import write_result_dir
 
         r = self.rank
-        spans = store.ranges(len(data.orfs))
-        todo = parallel.broadcast(store.pending(data, spans, keep_intermediate) if r.is_main else None, r)
-        if todo is None:
+        stream, prep_clock, translated = prepared
+        if parallel.broadcast(store.finished(data.stem) if r.is_main else None, r):
             return f"{data.path}: finished by an earlier run -> {out / data.stem}" if r.is_main else None
+        if r.is_main:
+            store.start(data.stem, stream.spans[-1][1] if stream.spans else 0, len(stream.spans))
         if self.models is None:
             self._load(store)
         models = self.models
-        mine = [spans[i] for i in todo[r.rank::r.world]]
-        _score_ranges(data, mine, models, store, self.opts.progress and r.is_main, clock, keep_intermediate,
-                      r.is_main)
-        per_rank = parallel.gather(clock.seconds, r)
+        mine = range(r.rank, len(stream.spans), r.world)
+        if not streams(self.opts, models.device):
+            translated.result()
+        reused = _score_ranges(data, stream, mine, models, store, self.opts.progress and r.is_main, clock,
+                               keep_intermediate, r.is_main)
+        translated.result()  # every chunk cut and listed, on every rank
+        per_rank = parallel.gather((clock.seconds, reused), r)
         if not r.is_main:
             return None
         with clock("gather"):
+            spans = [(x.start, x.stop) for x in map(stream.wait, range(len(stream.spans))) if x.stop > x.start]
             cols = store.load(data, spans, models.dna.dim + models.protein.dim, keep_intermediate)
         faults.point("merge")
         pred = Prediction(cols["logits"], cols["probs"], cols["features"])
-        seconds = {**models.seconds, **clock.seconds}
+        seconds = {**models.seconds, **prep_clock.seconds, **clock.seconds}
         if r.world > 1:
-            seconds["per_rank"] = per_rank
+            seconds["per_rank"] = [s for s, _ in per_rank]
         first, t0 = started  # perf_counter at the first input, and at this one
         info = {**run_info, "device": str(models.device), "weights": models.weights, "world_size": r.world,
                 "persistent_models": self.persistent,
                 "batch_tokens": {"dnabert": models.dna.batch_tokens, "esm2": models.protein.batch_tokens},
-                "checkpoint": {"ranges": len(spans), "reused": len(spans) - len(todo)},
+                "checkpoint": {"ranges": len(stream.spans), "reused": sum(n for _, n in per_rank)},
                 # by this process so far: more than after the first input means a recompilation
                 "compiled_graphs": perf.compiled_graphs(),
                 "seconds": {k: (round(v, 4) if isinstance(v, float) else v) for k, v in seconds.items()},
@@ -181,7 +224,7 @@ class Engine:
                 "seconds_since_first_input": round(time.perf_counter() - first, 3)}
         final, viral = write_result_dir(out, data, pred, info, models.random, keep_intermediate)
         trace.mark("results_written")
-        store.finish(data.stem)
+        store.finish(data.stem, len(data.orfs))
         self.history.append({"stem": data.stem, "orfs": len(data.orfs), "seconds": info["total_seconds"],
                              "esm_tokens": data.protein_tokens, "stage_seconds": clock.seconds})
         return (f"{data.path}: {len(data.records)} sequences, {len(data.chunks)} chunks, {len(data.orfs)} ORFs, "

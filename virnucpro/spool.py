@@ -38,6 +38,11 @@ class Table:
         self._n += 1
         return at
 
+    def flush(self) -> int:
+        """Makes every line so far readable by others; returns the file's length."""
+        self._out.flush()
+        return self._out.tell()
+
     def close(self) -> None:
         self._out.close()
 
@@ -52,6 +57,14 @@ class Table:
 
 def _orf(f: list[str]) -> ORF:
     return ORF(f[0] + f[1], f[0], f[1], f[2], f[3])
+
+
+def read_orfs(path: Path, start: int, end: int) -> list[ORF]:
+    """The ORFs whose lines fill bytes start..end of an ORF table."""
+    with open(path, "rb") as f:
+        f.seek(start)
+        block = f.read(end - start)
+    return [_orf(_fields(line)) for line in block.splitlines(keepends=True)]
 
 
 class Orfs(Sequence):
@@ -73,10 +86,7 @@ class Orfs(Sequence):
                 return [self[k] for k in range(a, b, step)]
             if a >= b:
                 return []
-            with open(self._table.path, "rb") as f:
-                f.seek(self._offsets[a])
-                block = f.read(self._offsets[b] - self._offsets[a])
-            return [_orf(_fields(line)) for line in block.splitlines(keepends=True)]
+            return read_orfs(self._table.path, self._offsets[a], self._offsets[b])
         n = len(self)
         if not -n <= i < n:
             raise IndexError(i)
@@ -120,6 +130,18 @@ class Spool:
         for o in orfs:
             self._offsets.append(self._orfs.add(o.chunk_id, o.frame, o.nucleotide, o.protein))
             self.protein_tokens += len(o.protein) + 2
+
+    @property
+    def orf_count(self) -> int:
+        return len(self._offsets)
+
+    @property
+    def orf_path(self) -> Path:
+        return self._orfs.path
+
+    def flush_orfs(self) -> int:
+        """The ORF table so far on disk, for a reader in another thread; returns its length."""
+        return self._orfs.flush()
 
     def close(self) -> Orfs:
         for t in (self.records, self.chunks, self._orfs, self.skipped):
