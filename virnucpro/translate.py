@@ -23,7 +23,7 @@ import numpy as np
 from virnucpro.chunking import Chunk
 
 FRAMES = ("F1", "F2", "F3", "R1", "R2", "R3")
-_BATCH_BP = 1 << 22  # keeps the temporaries to some tens of MB however large the input
+_BATCH_BP = 1 << 20  # keeps the temporaries to some MB, and hands the first chunks over soon
 
 # NCBI table 1, codons in TCAG order.
 _BASES = "TCAG"
