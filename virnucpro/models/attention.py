@@ -2,14 +2,11 @@
 end to end, `cu_seqlens` [B+1] marks where each starts.  A token attends only to its own sequence.
 
 On a GPU in bf16/fp16 this is torch's varlen FlashAttention, which needs no padding at all.
-Anywhere else (CPU, fp32, torch < 2.10) the sequences are padded to the longest one for
+Anywhere else (CPU, fp32) the sequences are padded to the longest one for
 `scaled_dot_product_attention`; the runner batches sequences of similar length, so little
 compute goes to padding.
 """
 from __future__ import annotations
-
-import functools
-import importlib.util
 
 import torch
 import torch.nn.functional as F
@@ -17,15 +14,12 @@ import torch.nn.functional as F
 _FLASH_DTYPES = (torch.float16, torch.bfloat16)
 
 
-@functools.lru_cache(maxsize=1)
-def _varlen_module():
-    """torch.nn.attention.varlen (torch >= 2.10), imported at the first varlen call: importing it
-    imports Dynamo (1.4 s on a 2-core host), which a CPU run never needs."""
-    if importlib.util.find_spec("torch.nn.attention.varlen") is None:
-        return None
-    from torch.nn.attention import varlen
-
-    return varlen
+def _flash_varlen(q, k, v, cu, max_seqlen):
+    """The kernel behind torch.nn.attention.varlen's varlen_attn (its FlashAttention path),
+    called as the aten op: importing that module imports Dynamo, sympy and torch.fx, which cost
+    a run that compiles nothing a second on a 2-core host before its first protein.
+    Positional arguments only: the keyword-only options differ between torch releases."""
+    return torch.ops.aten._flash_attention_forward(q, k, v, cu, cu, max_seqlen, max_seqlen, 0.0, False, False)[0]
 
 
 def token_index(cu_seqlens: torch.Tensor, total: int) -> tuple[torch.Tensor, torch.Tensor]:
@@ -42,7 +36,7 @@ def uses_varlen(device: torch.device, dtype: torch.dtype) -> bool:
     """Whether `packed_attention` takes the unpadded FlashAttention path for tensors like these."""
     if torch.device(device).type != "cuda" or dtype not in _FLASH_DTYPES:
         return False
-    return importlib.util.find_spec("torch.nn.attention.varlen") is not None
+    return hasattr(torch.ops.aten, "_flash_attention_forward")
 
 
 def packed_attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor,
@@ -50,9 +44,7 @@ def packed_attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor,
     """softmax(q k^T / sqrt(Dh)) v within each sequence; returns [T, H, Dh].  `index`: the
     batch's `token_index`, where the caller has it already (the padded path needs it)."""
     if uses_varlen(q.device, q.dtype):
-        cu = cu_seqlens.to(device=q.device, dtype=torch.int32)
-        # Positional arguments only: the keyword-only options differ between torch releases.
-        return _varlen_module().varlen_attn(q, k, v, cu, cu, max_seqlen, max_seqlen)
+        return _flash_varlen(q, k, v, cu_seqlens.to(device=q.device, dtype=torch.int32), max_seqlen)
     return padded_attention(q, k, v, cu_seqlens, max_seqlen, index)
 
 
