@@ -33,7 +33,7 @@ class Scored:
         self.chunks = 0
         self.first = threading.Event()
 
-    def __call__(self, orfs, models, clock, on_dna=None, on_protein=None):
+    def __call__(self, orfs, models, clock, on_dna=None, on_protein=None, tokens=None):
         self.calls.append((len(orfs), self.chunks))
         self.first.set()
         dim = models.dna.dim + models.protein.dim
@@ -124,3 +124,23 @@ def test_the_chunk_count_is_known_before_translation(tmp_path):
         inputs.prepare(data, 300, inputs.StageClock(), tmp_path / data.stem)
         assert n == len(data.chunks) and n == sum(1 for _ in data.chunks)
         data.release()
+
+
+def test_the_dnabert_warm_up_runs_in_its_own_thread_and_its_error_reaches_join():
+    from virnucpro import embed
+    from virnucpro.scoring import _Warm
+
+    seen = []
+
+    class Dna:
+        def embed(self, seqs):
+            seen.append((threading.current_thread().name, len(seqs)))
+            if len(seen) > 1:
+                raise RuntimeError("CUDA error: out of memory")
+
+    _Warm(Dna()).join()
+    assert seen == [("virnucpro-warm-dnabert", 2)]
+    with pytest.raises(RuntimeError, match="out of memory"):
+        _Warm(Dna()).join()
+    tiny = embed.load_dna_model("random:tiny")
+    _Warm(tiny).join()  # the real embedder, on the CPU here

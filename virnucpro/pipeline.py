@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import time
 from concurrent.futures import ThreadPoolExecutor, wait
+from contextlib import nullcontext
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -58,27 +59,61 @@ def _produce(data: InputData, chunk_len: int, clock: StageClock, spool_dir: Path
         raise
 
 
+def _take(data: InputData, stream: RangeStream, i: int, models: Models, store: checkpoint.Store, keep: bool):
+    """Range i once it is translated: (a, b, its ORFs, their DNABERT-S and ESM-2 token lists);
+    no ORFs when an earlier run's file holds its scores, None when its chunks have none."""
+    ready = stream.wait(i)
+    a, b = ready.start, ready.stop
+    if a == b:
+        return None  # chunks without a stop-free frame: listed as skipped, nothing to score
+    orfs = read_orfs(ready.path, *ready.offsets)
+    if store.reusable(data, a, b, orfs, keep):
+        return a, b, None, None
+    return a, b, orfs, (models.dna.token_lists([o.nucleotide for o in orfs]),
+                        models.protein.token_lists([o.protein for o in orfs]))
+
+
+class _Done:
+    def __init__(self, value):
+        self.value = value
+
+    def result(self):
+        return self.value
+
+
 def _score_ranges(data: InputData, stream: RangeStream, mine, models: Models, store: checkpoint.Store,
-                  progress: bool, clock: StageClock, keep: bool, main: bool) -> int:
+                  progress: bool, clock: StageClock, keep: bool, main: bool, ahead: bool) -> int:
     """Scores this rank's ranges as they come out of translation; returns how many were reused
-    from an earlier run's files instead."""
-    reused = 0
-    with _bar(None, "DNABERT-S", "ORF", progress) as dbar, _bar(None, "ESM-2", "ORF", progress) as pbar:
-        for i in mine:
-            with clock("wait_for_translation"):
-                ready = stream.wait(i)
-            a, b = ready.start, ready.stop
-            if a == b:
-                continue  # chunks without a stop-free frame: listed as skipped, nothing to score
-            orfs = read_orfs(ready.path, *ready.offsets)
-            if store.reusable(data, a, b, orfs, keep):
-                reused += 1
-                continue
-            part = _classify(orfs, models, clock, dbar.update, pbar.update)
-            with clock("checkpoint"):
-                store.save(data, a, b, part, keep, orfs)
-                if main:
-                    store.note(data.stem)
+    from an earlier run's files instead.  `ahead`: one thread reads and tokenises the next range
+    while this one is on the GPU, which would otherwise wait for the host between ranges."""
+    reused, mine = 0, list(mine)
+    with ThreadPoolExecutor(max_workers=1, thread_name_prefix="virnucpro-tokenize") if ahead else nullcontext() as pool, \
+            _bar(None, "DNABERT-S", "ORF", progress) as dbar, _bar(None, "ESM-2", "ORF", progress) as pbar:
+        def take(i):
+            args = (data, stream, i, models, store, keep)
+            return pool.submit(_take, *args) if ahead else _Done(_take(*args))
+
+        try:
+            coming = take(mine[0]) if mine else None
+            for k in range(len(mine)):
+                with clock("wait_for_translation"):
+                    got = coming.result()
+                if k + 1 < len(mine):
+                    coming = take(mine[k + 1])
+                if got is None:
+                    continue
+                a, b, orfs, tokens = got
+                if orfs is None:
+                    reused += 1
+                    continue
+                part = _classify(orfs, models, clock, dbar.update, pbar.update, tokens=tokens)
+                with clock("checkpoint"):
+                    store.save(data, a, b, part, keep, orfs)
+                    if main:
+                        store.note(data.stem)
+        except BaseException:
+            stream.cancel()  # the range being read ahead stops waiting, and so does translation
+            raise
     return reused
 
 
@@ -197,8 +232,9 @@ class Engine:
         mine = range(r.rank, len(stream.spans), r.world)
         if not streams(self.opts, models.device):
             translated.result()
+        streamed = streams(self.opts, models.device)
         reused = _score_ranges(data, stream, mine, models, store, self.opts.progress and r.is_main, clock,
-                               keep_intermediate, r.is_main)
+                               keep_intermediate, r.is_main, ahead=streamed)
         translated.result()  # every chunk cut and listed, on every rank
         per_rank = parallel.gather((clock.seconds, reused), r)
         if not r.is_main:

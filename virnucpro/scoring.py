@@ -2,6 +2,7 @@
 embeddings and run the classifier.  One range of ORFs in, logits and probabilities out."""
 from __future__ import annotations
 
+import threading
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -50,9 +51,19 @@ def load_models(opts: Options) -> Models:
     trace.mark("cuda_context")
     with clock("load_dnabert"):
         dna = embed.load_dna_model(dna_src, device, precision, seed=opts.seed, batch_tokens=opts.dna_batch_tokens)
+    warm = _Warm(dna) if device.type == "cuda" else None
+    # The automatic budget follows free memory, which the warm-up's must not move: it is taken
+    # once the warm-up is done (a compiled model warms up at load with its budget).
+    later = warm is not None and opts.esm_batch_tokens is None and not opts.compile
     with clock("load_esm2"):
         protein = embed.load_protein_model(esm_src, device, precision, seed=opts.seed,
-                                             batch_tokens=opts.esm_batch_tokens, compile=opts.compile)
+                                             batch_tokens=1 if later else opts.esm_batch_tokens, compile=opts.compile)
+    if warm is not None:
+        with clock("warm_dnabert"):
+            warm.join()
+        torch.cuda.empty_cache()
+    if later:
+        protein.batch_tokens = embed.auto_token_budget(protein.model, device)
     with clock("load_classifier"):
         if opts.classifier:
             clf = embed.load_classifier(opts.classifier)
@@ -73,6 +84,28 @@ def load_models(opts: Options) -> Models:
     return Models(dna, protein, clf.to(device), weights, opts.random_weights, device, clock.seconds)
 
 
+class _Warm(threading.Thread):
+    """DNABERT-S's first forward step on a GPU loads its Triton kernels and cuBLAS's (0.6 s on an
+    H200), host work that can run while ESM-2's weights are read and copied.  Two made-up
+    sequences, results dropped; an error here is the first batch's to raise."""
+
+    def __init__(self, dna: embed.Embedder):
+        super().__init__(name="virnucpro-warm-dnabert", daemon=True)
+        self.dna, self.error = dna, None
+        self.start()
+
+    def run(self):
+        try:
+            self.dna.embed(["ACGT" * 16, "TTGCA" * 30])
+        except BaseException as e:  # noqa: BLE001 (kept for join)
+            self.error = e
+
+    def join(self, timeout=None):
+        super().join(timeout)
+        if self.error is not None:
+            raise self.error
+
+
 def _bar(total: int, desc: str, unit: str, enabled: bool):
     return tqdm(total=total, desc=desc, unit=unit, disable=not enabled, leave=False, dynamic_ncols=True)
 
@@ -83,13 +116,19 @@ def classify(data: InputData, models: Models, progress: bool, clock: StageClock,
         return _classify(orfs, models, clock, dbar.update, pbar.update)
 
 
-def _classify(orfs, models: Models, clock: StageClock, on_dna=None, on_protein=None) -> Prediction:
+def _classify(orfs, models: Models, clock: StageClock, on_dna=None, on_protein=None, tokens=None) -> Prediction:
+    """`tokens`: the ORFs' DNABERT-S and ESM-2 token lists, where the caller made them already."""
+    dna_tokens, protein_tokens = tokens or (None, None)
     with clock("dnabert"):
-        dna = _finite(models.dna.embed([o.nucleotide for o in orfs], on_batch=on_dna), "DNABERT-S embeddings", orfs)
+        if dna_tokens is None:
+            dna_tokens = models.dna.token_lists([o.nucleotide for o in orfs])
+        dna = _finite(models.dna.embed_tokens(dna_tokens, on_batch=on_dna), "DNABERT-S embeddings", orfs)
     faults.point("dnabert")
     trace.mark("dnabert_range_done")
     with clock("esm2"):
-        prot = _finite(models.protein.embed([o.protein for o in orfs], on_batch=on_protein), "ESM-2 embeddings", orfs)
+        if protein_tokens is None:
+            protein_tokens = models.protein.token_lists([o.protein for o in orfs])
+        prot = _finite(models.protein.embed_tokens(protein_tokens, on_batch=on_protein), "ESM-2 embeddings", orfs)
     faults.point("esm2")
     trace.mark("esm2_range_done")
     with clock("merge"):

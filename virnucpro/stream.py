@@ -16,7 +16,8 @@ class Ready(NamedTuple):
 
 
 class Cancelled(Exception):
-    """Raised in the producer once the consumer has stopped listening."""
+    """Raised in the producer once the consumer has stopped listening, and in a consumer's
+    wait for a range not yet published."""
 
 
 class RangeStream:
@@ -56,6 +57,8 @@ class RangeStream:
     def cancel(self) -> None:
         with self._cond:
             self._cancelled = True
+            self._error = self._error or Cancelled()
+            self._cond.notify_all()
 
     def wait(self, i: int) -> Ready:
         with self._cond:
