@@ -78,6 +78,10 @@ class TrackPredictThroughput(_OneRun):
         return common.run_throughput(self.out)
 
 
+for _cls in (TimePredict, TrackPredictThroughput):
+    _cls.version = common.workload_version(_cls)
+
+
 class TimeStartup(_OneRun):
     """Wall time of `predict` on 10 reads: the fixed cost of a run (interpreter, imports, one
     worker per GPU, reading the model files, kernel compilation or cache loads).  It is paid once per run
