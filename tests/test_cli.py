@@ -326,14 +326,24 @@ def test_the_installed_script_records_its_start_up(tmp_path):
 @pytest.fixture(scope="module")
 def kk500(tmp_path_factory):
     out = tmp_path_factory.mktemp("kk500") / "out"
-    assert main(["predict", str(DATA / "KK037166.fna"), "-l", "500", *TINY, "-o", str(out)]) == 0
-    return (out / "KK037166" / "prediction_results.txt").read_text()
+    assert main(["predict", str(DATA / "KK037166.fna"), "-l", "500", *TINY, "--keep-intermediate", "-o", str(out)]) == 0
+    return out / "KK037166"
+
+
+def same_scores(result: str, expected: str) -> None:
+    """The same ORFs and labels in the same order, and scores equal to float precision: another
+    process on a loaded 2-core host was seen to differ in the last bits (as for 4448523; not
+    found why), which the reliability tests' byte comparisons would catch as well."""
+    rows, want = ([r.split("\t") for r in t.splitlines()] for t in (result, expected))
+    assert [r[:2] for r in rows] == [r[:2] for r in want]
+    assert np.allclose(np.array([r[2:] for r in rows[1:]], float), np.array([r[2:] for r in want[1:]], float),
+                       rtol=0, atol=1e-5)
 
 
 @pytest.mark.parametrize("how", ["stdin", "fifo", "process substitution", "gzip pipe"])
 def test_predict_reads_a_pipe_once(tmp_path, kk500, how):
     kk, out = DATA / "KK037166.fna", tmp_path / "out"
-    base = f"{sys.executable} -m virnucpro predict {{}} -l 500 {' '.join(TINY)} -o {out}"
+    base = f"{sys.executable} -m virnucpro predict {{}} -l 500 {' '.join(TINY)} --keep-intermediate -o {out}"
     cmd = {"stdin": base.format("-") + f" < {kk}",
            "fifo": f"mkfifo {tmp_path}/f && (cat {kk} > {tmp_path}/f &) && " + base.format(f"{tmp_path}/f"),
            "process substitution": base.format(f"<(cat {kk})"),
@@ -341,7 +351,9 @@ def test_predict_reads_a_pipe_once(tmp_path, kk500, how):
     done = subprocess.run(["bash", "-c", cmd], capture_output=True, text=True, timeout=300, cwd=ROOT)
     assert done.returncode == 0, done.stderr[-2000:]
     (result,) = out.glob("*/prediction_results.txt")
-    assert result.read_text() == kk500  # the same ORFs and scores as from the file itself
+    for name in ("chunks.fa", "orfs.fna", "orfs.faa"):  # every byte of the input read, once
+        assert (result.parent / "intermediate" / name).read_bytes() == (kk500 / "intermediate" / name).read_bytes()
+    same_scores(result.read_text(), (kk500 / "prediction_results.txt").read_text())
 
 
 def test_rna_input_gives_the_dna_results(tmp_path, kk500):
@@ -350,7 +362,8 @@ def test_rna_input_gives_the_dna_results(tmp_path, kk500):
     head, _, body = text.partition("\n")
     rna.write_text(head + "\n" + body.replace("T", "U").replace("t", "u"))
     assert main(["predict", str(rna), "-l", "500", *TINY, "-o", str(tmp_path / "out")]) == 0
-    assert (tmp_path / "out" / "KK037166" / "prediction_results.txt").read_text() == kk500
+    assert (tmp_path / "out" / "KK037166" / "prediction_results.txt").read_text() == \
+        (kk500 / "prediction_results.txt").read_text()
     run = json.loads((tmp_path / "out" / "KK037166" / "run.json").read_text())
     assert run["counts"]["rna_bases_read_as_t"] == body.count("T") + body.count("t") > 0
 
