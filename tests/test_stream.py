@@ -144,3 +144,15 @@ def test_the_dnabert_warm_up_runs_in_its_own_thread_and_its_error_reaches_join()
         _Warm(Dna()).join()
     tiny = embed.load_dna_model("random:tiny")
     _Warm(tiny).join()  # the real embedder, on the CPU here
+
+
+def test_the_cpu_repeat_probe_compares_runs(tmp_path):
+    import subprocess
+    import sys
+
+    from conftest import ROOT
+
+    p = subprocess.run([sys.executable, str(ROOT / "scripts" / "cpu_repeat_probe.py"), str(DATA / "edge_cases.fa"),
+                        "--runs", "2"], capture_output=True, text=True, timeout=300, cwd=ROOT)
+    assert p.stdout.strip().endswith("of 1 runs differ from the first"), p.stderr[-2000:]
+    assert p.returncode == (0 if p.stdout.startswith("0 of") else 1)
