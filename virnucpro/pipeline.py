@@ -230,9 +230,9 @@ class Engine:
             self._load(store)
         models = self.models
         mine = range(r.rank, len(stream.spans), r.world)
-        if not streams(self.opts, models.device):
-            translated.result()
         streamed = streams(self.opts, models.device)
+        if not streamed:
+            translated.result()
         reused = _score_ranges(data, stream, mine, models, store, self.opts.progress and r.is_main, clock,
                                keep_intermediate, r.is_main, ahead=streamed)
         translated.result()  # every chunk cut and listed, on every rank
