@@ -5,9 +5,7 @@ NotImplementedError in setup, which asv records as NaN ("not measured").
 """
 import ctypes
 import gzip
-import hashlib
 import importlib.util
-import inspect
 import json
 import os
 import subprocess
@@ -199,16 +197,6 @@ def workload(name: str | None = None) -> dict:
         _write(predict_files[-1], datasets.reads(p["predict_reads"], seed=100))
     return {"files": [str(f) for f in files], "reads_file": str(files[-1]), "reference": str(reference),
             "few_reads": str(few_reads), "predict_files": [str(f) for f in predict_files], "root": root, **p}
-
-
-def workload_version(cls) -> str:
-    """asv's `version` for a benchmark that times `workload()["predict_files"]`: asv hashes a
-    benchmark's own source, and these files are defined here, so a new workload would continue
-    the old series on the site and read as a regression.  The full profile's spec counts on
-    every host, so the version does not depend on where it is computed."""
-    spec = {k: PROFILES["full"][k] for k in ("metagenome_bp", "predict_reads", "chunk_len", "preset")}
-    text = inspect.getsource(cls) + json.dumps(spec, sort_keys=True)
-    return hashlib.sha256(text.encode()).hexdigest()
 
 
 def predict_command(inputs, out: str, n_gpus: int, extra=()) -> list:

@@ -20,7 +20,8 @@ They are computed at every GPU count measured, and only reported: they never fai
 
 Exit status: 0 every measured check passes, or nothing was measured on this machine (said so);
 1 a check fails, a required row (--require-gpus) was not measured, or a benchmark run failed;
-2 no results for the machine/commit, an unreadable results or thresholds file, or only stale results.
+2 no results for the machine/commit, an unreadable results or thresholds file, or only stale results
+(0 with --stale-ok: a machine kept for its old history, measured under earlier benchmark versions).
 """
 from __future__ import annotations
 
@@ -43,14 +44,20 @@ except ModuleNotFoundError:  # Python 3.10
     import tomli as tomllib
 
 PASS, FAIL, FAILED_RUN, NOT_MEASURED = "pass", "FAIL", "failed run", "not measured"
+MEASURED = "measured"  # a figure with no threshold of its own (one GPU), shown so that it is seen
 REQUIRED_MISSING = "required, not measured"
 FAILING = (FAIL, FAILED_RUN, REQUIRED_MISSING)
 NOTHING = "nothing measured on this machine"
+NO_THRESHOLD = "measured, but no threshold applies to what this machine can run"
 MISSING = object()  # no result row at all for these parameters
 
 
 class DataError(Exception):
     """The results cannot be checked (exit 2)."""
+
+
+class StaleError(DataError):
+    """Every result of the commit was measured under other benchmark versions (exit 2, 0 with --stale-ok)."""
 
 
 @dataclass
@@ -61,6 +68,7 @@ class Row:
     threshold: str
     status: str
     unit: str = ""
+    detail: str = ""
 
 
 @dataclass
@@ -165,7 +173,7 @@ def load_run(paths: list, benchmarks: dict, notes: list) -> tuple[dict, dict]:
         notes.append(f"ignored {len(stale)} result(s) whose version or parameters differ from benchmarks.json: "
                      f"{', '.join(sorted(stale))}")
         if not series:
-            raise DataError(f"every result of commit {info.get('commit')} is stale against benchmarks.json")
+            raise StaleError(f"every result of commit {info.get('commit')} is stale against benchmarks.json")
     return info, series
 
 
@@ -224,16 +232,36 @@ def scaling_checks(series: dict, cfg: dict, require: int, notes: list) -> tuple[
 
 
 def utilization_checks(series: dict, cfg: dict, require: int, notes: list) -> list:
+    """NVML's figure is the one checked; beside it, how many NVML readings it averages and the
+    profiler's exact kernel-busy share, so that a reader can tell a real shortfall from a short window."""
     least = float(cfg["utilization"]["min_percent"])
     util = find(series, "track_gpu_utilization", notes)
+    nvml, busy = find(series, "track_nvml_samples", notes), find(series, "track_kernel_busy", notes)
     counts = set(util.grid("n_gpus") if util else []) | {1} | set(cfg["speedup"])
     rows = []
     for stage in cfg["utilization"]["stages"]:
         for n in sorted(counts):
             value = lookup(util, stage=stage, n_gpus=n)
             status = status_of(value) or (PASS if value >= least else FAIL)
+            reads, exact = finite(lookup(nvml, stage=stage, n_gpus=n)), finite(lookup(busy, stage=stage, n_gpus=n))
+            detail = "; ".join(([f"{reads:.0f} NVML samples"] if reads is not None else [])
+                               + ([f"kernel busy {exact:.1f}% (profiler)"] if exact is not None else []))
             rows.append(judged(Row("utilization", f"{stage} GPU utilization, n_gpus={n}", finite(value),
-                                   f">= {least:g}%", status, "%"), n, require))
+                                   f">= {least:g}%", status, "%", detail), n, require))
+    return rows
+
+
+def one_gpu_rows(series: dict, notes: list) -> list:
+    """The end-to-end figures of one GPU, which no threshold judges alone but every speedup divides by."""
+    shown = [("time_predict", dict(n_gpus=1, persistent_models=True), "s"),
+             ("time_startup", dict(n_gpus=1), "s"), ("track_predict_throughput", dict(n_gpus=1), "ORFs/s"),
+             ("track_speedup_vs_reference", {}, "x")]
+    rows = []
+    for method, params, unit in shown:
+        value = finite(lookup(find(series, method, notes), **params))
+        if value is not None:
+            label = ", ".join(f"{k}={v}" for k, v in params.items())
+            rows.append(Row("one GPU", f"{method}({label})" if label else method, value, "-", MEASURED, unit))
     return rows
 
 
@@ -252,6 +280,8 @@ def regression_checks(runs: list, benchmarks: dict, cfg: dict, limit: float, not
     rows, current, baseline = [], runs[-1], runs[0]
     for name in sorted(current):
         better = directions.direction(name, benchmarks[name].get("type"), cfg, benchmarks[name].get("unit"))
+        if name.rsplit(".", 1)[-1] in cfg["regression"].get("not_compared", []):
+            continue
         if better is None:
             notes.append(f"{name}: no known direction (add it to [regression] in the thresholds), not compared")
             continue
@@ -302,7 +332,8 @@ def bottleneck(series: dict, cfg: dict, notes: list) -> list:
 def show(row: Row) -> str:
     if row.value is None:
         return "-"
-    formats = {"x": f"{row.value:.2f}x", "%": f"{row.value:.1f}%", "change": f"{row.value:+.1%}"}
+    formats = {"x": f"{row.value:.2f}x", "%": f"{row.value:.1f}%", "change": f"{row.value:+.1%}",
+               "s": f"{row.value:.2f} s", "ORFs/s": f"{row.value:.1f} ORFs/s"}
     return formats.get(row.unit, f"{row.value:g}")
 
 
@@ -310,8 +341,8 @@ def markdown(report: dict) -> str:
     lines = [f"# Benchmark thresholds: {report['machine']} at {report['commit']}", ""]
     if report["baseline"]:
         lines += [f"Baseline: {report['baseline']}", ""]
-    lines += ["| metric | value | threshold | status |", "|---|---|---|---|"]
-    lines += [f"| {r.metric} | {show(r)} | {r.threshold} | {r.status} |" for r in report["rows"]]
+    lines += ["| metric | value | threshold | status | detail |", "|---|---|---|---|---|"]
+    lines += [f"| {r.metric} | {show(r)} | {r.threshold} | {r.status} | {r.detail} |" for r in report["rows"]]
     if report["failed_runs"]:
         lines += ["", "## Failed benchmark runs", ""] + [f"- {f}" for f in report["failed_runs"]]
     lines += ["", "## Bottlenecks", "",
@@ -414,6 +445,7 @@ def check(args) -> tuple[int, dict, dict]:
     info, series = load_run(groups[prefix], benchmarks, notes)
     rows, curves = scaling_checks(series, cfg, args.require_gpus, notes)
     rows += utilization_checks(series, cfg, args.require_gpus, notes)
+    rows += one_gpu_rows(series, notes)
     baseline = None
     if args.baseline is not None:
         base_prefix = select_commit(groups, args.baseline, args.repo, notes)
@@ -425,8 +457,9 @@ def check(args) -> tuple[int, dict, dict]:
         rows += regression_checks(runs, benchmarks, cfg, limit, notes)
     failed = failed_runs(series)
     bad = failed or any(r.status in FAILING for r in rows)
-    measured = failed or any(r.status != NOT_MEASURED for r in rows)
-    result = "FAIL" if bad else "pass" if measured else NOTHING
+    checked = failed or any(r.status not in (NOT_MEASURED, MEASURED) for r in rows)
+    result = "FAIL" if bad else "pass" if checked else NO_THRESHOLD if any(r.status == MEASURED for r in rows) \
+        else NOTHING
     report = {"machine": args.machine, "commit": info["commit"], "date": info["date"], "baseline": baseline,
               "rows": rows, "failed_runs": failed, "bottleneck": bottleneck(series, cfg, notes),
               "notes": list(dict.fromkeys(notes)), "result": result, "thresholds": cfg,
@@ -447,6 +480,8 @@ def parse_args(argv=None):
     parser.add_argument("--json", metavar="FILE")
     parser.add_argument("--plot", metavar="FILE", help="PNG of speedup against GPU count")
     parser.add_argument("--baseline", metavar="COMMIT", help="also fail on regressions against this commit")
+    parser.add_argument("--stale-ok", action="store_true",
+                        help="exit 0 when the machine has only results of earlier benchmark versions (kept history)")
     parser.add_argument("--max-regression", type=float, metavar="FRACTION",
                         help="largest tolerated worsening vs --baseline (default: thresholds [regression])")
     args = parser.parse_args(argv)
@@ -459,6 +494,10 @@ def main(argv=None) -> int:
     args = parse_args(argv)
     try:
         code, report, curves = check(args)
+    except StaleError as exc:
+        print(f"check_thresholds: {exc}" + (" (kept history: nothing current to check)" if args.stale_ok else ""),
+              file=sys.stderr)
+        return 0 if args.stale_ok else 2
     except DataError as exc:
         print(f"check_thresholds: {exc}", file=sys.stderr)
         return 2

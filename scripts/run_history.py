@@ -90,8 +90,9 @@ def run_commit(sha: str, python: str, machine: str, asv_args: list[str], config:
             # The commit's package first, then whatever the host adds (e.g. carried wheels).
             extra = os.environ.get("PYTHONPATH", "")
             env = {**os.environ, "ASV_PYTHONPATH": os.pathsep.join(p for p in (str(tree), extra) if p)}
+            # Samples are kept: they are what a comparison's significance test and the noise table read.
             cmd = [python, "-m", "asv", "--config", str(config), "run", "-E", f"existing:{python}", "--set-commit-hash", sha,
-                   "--machine", machine, *asv_args]
+                   "--machine", machine, "--record-samples", *asv_args]
             print(f"== {sha[:8]} {git('log', '-1', '--format=%s', sha)}", flush=True)
             return subprocess.run(cmd, cwd=ROOT, env=env).returncode
         finally:

@@ -39,15 +39,3 @@ def test_reads_are_short_mutated_and_from_every_genome():
     assert len(records) == 2_000 and all(140 <= len(s) <= 160 for _, s in records)
     assert len(Counter(rid.split("_")[1] for rid, _ in records)) >= 3
     assert len({s for _, s in records}) == len(records)
-
-
-def test_a_new_predict_workload_starts_a_new_asv_series(monkeypatch):
-    from benchmarks import bench_predict, common
-
-    before = common.workload_version(bench_predict.TimePredict)
-    assert bench_predict.TimePredict.version == before
-    assert bench_predict.TrackPredictThroughput.version != before  # one series per benchmark
-    monkeypatch.setenv("VIRNUCPRO_BENCH_PROFILE", "tiny")  # where it is computed does not count
-    assert common.workload_version(bench_predict.TimePredict) == before
-    monkeypatch.setitem(common.PROFILES["full"], "metagenome_bp", (10_000_000,) * 10)
-    assert common.workload_version(bench_predict.TimePredict) != before

@@ -34,6 +34,8 @@ SUITE = {  # method -> (param names, param values, asv type)
     "track_throughput": (["stage", "n_gpus"], [STAGES, GPUS], "track"),
     "track_gpu_utilization": (["stage", "n_gpus"], [["dnabert", "esm2"], GPUS], "track"),
     "track_mfu": (["stage", "n_gpus"], [["dnabert", "esm2"], GPUS], "track"),
+    "track_nvml_samples": (["stage", "n_gpus"], [["dnabert", "esm2"], GPUS], "track"),
+    "track_kernel_busy": (["stage", "n_gpus"], [["dnabert", "esm2"], GPUS], "track"),
 }
 
 
@@ -47,6 +49,8 @@ GOOD = {
     "track_throughput": lambda stage, n: BASE_RATE[stage] * scaled(n),
     "track_gpu_utilization": lambda stage, n: 90.0,
     "track_mfu": lambda stage, n: 0.4,
+    "track_nvml_samples": lambda stage, n: 120.0,
+    "track_kernel_busy": lambda stage, n: 97.5,
 }
 
 
@@ -378,6 +382,29 @@ def test_a_host_that_measured_nothing_says_so_and_exits_0(tmp_path):
     assert proc.returncode == 0, proc.stdout + proc.stderr
     assert proc.stdout.rstrip().endswith("Result: nothing measured on this machine")
     assert "Result: pass" not in proc.stdout
+
+
+def test_one_gpu_end_to_end_results_are_shown_not_called_nothing(tmp_path):
+    """A run of bench_predict alone on one GPU measured time_predict and time_startup: the table
+    shows them and the result says no threshold applied, instead of "nothing measured"."""
+    one_gpu = {m: (lambda *p: math.nan) for m in GOOD}
+    one_gpu["time_predict"] = lambda n, persistent: 101.5 if n == 1 else math.nan
+    one_gpu["time_startup"] = lambda n: 2.25 if n == 1 else math.nan
+    write_run(tmp_path / "results", C1, one_gpu)
+    proc = subprocess.run([sys.executable, str(SCRIPT), *args(tmp_path)], capture_output=True, text=True)
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    assert "| time_predict(n_gpus=1, persistent_models=True) | 101.50 s | - | measured |" in proc.stdout
+    assert "| time_startup(n_gpus=1) | 2.25 s | - | measured |" in proc.stdout
+    assert "nothing measured" not in proc.stdout
+    assert proc.stdout.rstrip().endswith("Result: measured, but no threshold applies to what this machine can run")
+
+
+def test_utilization_rows_show_the_nvml_sample_count_and_the_kernel_busy_share(tmp_path):
+    write_run(tmp_path / "results", C1)
+    code, report = check(tmp_path)
+    row = next(r for r in report["rows"] if r["metric"] == "dnabert GPU utilization, n_gpus=1")
+    assert code == 0 and row["status"] == "pass" and row["detail"] == "120 NVML samples; kernel busy 97.5% (profiler)"
+    assert not any("track_nvml_samples" in n for n in report["notes"])
 
 
 def test_required_but_unmeasured_rows_say_so_and_fail(tmp_path):
