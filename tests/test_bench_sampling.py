@@ -1,0 +1,50 @@
+"""benchmarks/sampling.py: how many samples the suite takes and what they mean (CPU, tiny sizes)."""
+import math
+
+import pytest
+
+from benchmarks import sampling
+
+
+def test_busy_fraction_counts_overlapping_intervals_once():
+    assert sampling.busy_fraction([(0, 2), (1, 3), (5, 6), (5.5, 5.7)], 10) == pytest.approx(0.4)
+    assert sampling.busy_fraction([(4, 5), (0, 1)], 5) == pytest.approx(0.4)  # order does not matter
+    assert sampling.busy_fraction([], 5) == 0.0
+    assert math.isnan(sampling.busy_fraction([(0, 1)], 0))
+
+
+def test_cpu_rates_take_the_method_s_samples_each_lasting_long_enough(monkeypatch):
+    import torch
+
+    monkeypatch.setitem(sampling.METHOD, "cpu_sample_seconds", 0.02)
+    calls, threads = [], []
+
+    def stage():
+        calls.append(1)
+        threads.append(torch.get_num_threads())
+
+    rates = sampling.cpu_rates(stage, items=10)
+    assert len(rates) == sampling.METHOD["samples"] == 5
+    assert len(calls) > 5  # a sample repeats a fast stage until it has lasted cpu_sample_seconds
+    assert set(threads[1:]) == {sampling.METHOD["cpu_threads"]}  # the warm-up call aside
+    assert all(r > 0 for r in rates)
+
+
+def test_asv_samples_are_what_asv_keeps_with_statistics():
+    from asv_runner.statistics import compute_stats
+
+    value = sampling.asv_samples([3, 1, 2])
+    assert value == {"samples": [3.0, 1.0, 2.0], "number": 1}
+    median, stats = compute_stats(value["samples"], value["number"])
+    assert median == 2.0 and stats["repeat"] == 3
+
+
+def test_gpu_stage_on_the_cpu_takes_the_samples_without_a_monitor():
+    pytest.importorskip("tokenizers")
+    from virnucpro import embed
+
+    embedder = embed.load_protein_model("random:tiny", "cpu", "fp32")
+    out = sampling.gpu_stage("esm2", embedder, ["MKV", "MSTNPKPQRKTKRNTNRRPQDVKFPGG"])
+    assert len(out["items_per_second"]) == len(out["seconds"]) == sampling.METHOD["samples"]
+    assert out["tokens_per_second"][0] == pytest.approx((5 + 29) / out["seconds"][0])
+    assert "gpu_util_percent" not in out and "kernel_busy_percent" not in out  # nothing to read on a CPU
