@@ -3,12 +3,15 @@
 
     compare_commits.py BASE HEAD --machine NAME [--rounds R] [--results-dir DIR] [--python PY] [-- ASV_RUN_ARGS]
     compare_commits.py BASE HEAD --machine NAME --results-dir DIR [--head-results-dir DIR2] --no-run
+    compare_commits.py A A --machine NAME --results-dir RUN1 RUN3 --head-results-dir RUN2 RUN4 --no-run
 
 Without --no-run, BASE and HEAD run R times in turn (BASE, HEAD, BASE, ...) through run_history.py's
 run_commit with `--append-samples --record-samples`, so the rounds pool their samples in one result
 file per commit and a drift of the host (heat, another job) lands on both sides.  Results go to DIR
 (default: a new temporary folder, kept for --no-run; a result file already there is appended to).
 An A/A run (BASE = HEAD) writes HEAD to DIR-head, as asv keeps one file per commit and folder.
+With --no-run, several folders per side (separate runs, e.g. of scripts/gpu_session.sh's @DIR
+items) pool their samples.
 
 Per benchmark and parameter combination measured on both sides: ratio = head / base median, the
 direction from scripts/directions.py; as there, a higher-is-better metric is judged by its
@@ -165,6 +168,25 @@ def load_commit(results_dir, machine: str, commit: str) -> tuple[str, dict, dict
     return res.commit_hash, meta, rows, notes
 
 
+def pooled(loaded: list) -> tuple[str, dict, dict, list]:
+    """load_commit() of several separate runs of one commit as one: their samples together, the
+    median and asv's statistics computed again (a row without samples keeps the first run's)."""
+    from asv_runner.statistics import compute_stats
+
+    sha, meta, rows, notes = loaded[0]
+    for _, more_meta, more_rows, more_notes in loaded[1:]:
+        meta, notes = {**meta, **more_meta}, notes + more_notes
+        for key, extra in more_rows.items():
+            have = rows.get(key)
+            if have is None:
+                rows[key] = extra
+            elif have.samples is not None and extra.samples is not None:
+                samples = have.samples + extra.samples
+                value, stats = compute_stats(samples, 1)
+                rows[key] = Measurement(have.params, value, stats, samples)
+    return sha, meta, rows, notes
+
+
 def significance(a: Measurement, b: Measurement) -> tuple[bool | None, float | None, str]:
     """(significant?, Mann-Whitney p or None, how it was decided); None when nothing can decide."""
     from asv._stats import is_different, mann_whitney_u
@@ -286,8 +308,9 @@ def parse_args(argv):
     ap.add_argument("head")
     ap.add_argument("--machine", required=True)
     ap.add_argument("--rounds", type=int, default=2, help="BASE/HEAD runs each, interleaved (default 2)")
-    ap.add_argument("--results-dir", help="scratch results folder (default: a new temporary one)")
-    ap.add_argument("--head-results-dir", help="HEAD's results folder (default: --results-dir)")
+    ap.add_argument("--results-dir", nargs="+", help="scratch results folder (default: a new temporary one); "
+                    "with --no-run, one or more runs of BASE, pooled")
+    ap.add_argument("--head-results-dir", nargs="+", help="HEAD's results folder(s) (default: --results-dir)")
     ap.add_argument("--python", default=sys.executable, help="Python with virnucpro's dependencies and asv")
     ap.add_argument("--machine-file", type=Path, default=Path.home() / ".asv-machine.json")
     ap.add_argument("--thresholds", default=str(ROOT / "benchmarks" / "thresholds.toml"))
@@ -309,11 +332,16 @@ def main(argv=None) -> int:
         cfg = load_thresholds(args.thresholds)
         base_sha, head_sha, notes = resolve(args.base), resolve(args.head), []
         if args.no_run:
-            base_dir, head_dir = Path(args.results_dir), Path(args.head_results_dir or args.results_dir)
+            base_dirs, head_dirs = args.results_dir, args.head_results_dir or args.results_dir
         else:
+            if len(args.results_dir or []) > 1 or len(args.head_results_dir or []) > 1:
+                raise DataError("several results folders per side are for --no-run only")
+            args.results_dir = (args.results_dir or [None])[0]
+            args.head_results_dir = (args.head_results_dir or [None])[0]
             base_dir, head_dir, notes = run_rounds(base_sha, head_sha, args, extra)
-        base_sha, meta, base, n1 = load_commit(base_dir, args.machine, base_sha)
-        head_sha, head_meta, head, n2 = load_commit(head_dir, args.machine, head_sha)
+            base_dirs, head_dirs = [base_dir], [head_dir]
+        base_sha, meta, base, n1 = pooled([load_commit(d, args.machine, base_sha) for d in base_dirs])
+        head_sha, head_meta, head, n2 = pooled([load_commit(d, args.machine, head_sha) for d in head_dirs])
         rows = compare(base, head, {**meta, **head_meta}, cfg)
         if not any(r["change"] is not None or r["verdict"] == FAILED for r in rows):
             raise DataError(f"no benchmark was measured in both {base_sha[:8]} and {head_sha[:8]}")

@@ -305,3 +305,25 @@ def test_noise_table_one_folder_uses_the_within_run_noise(tmp_path):
     assert esm2["suggested_threshold"] == 0.40
     assert any("between-run CV unknown" in n for n in report["notes"])
     assert nt.main(["--machine", MACHINE, "--commit", C2, *dirs]) == 2
+
+
+def test_separate_runs_of_a_side_pool_their_samples(tmp_path, thresholds):
+    """Runs made apart (gpu_session.sh @DIR items) count together: 3 samples a run cannot show a 3%
+    loss, three runs of each side together can."""
+    def spaced(center):
+        return [center * (1 + 0.01 * k) for k in (-1, 0, 1)]
+
+    for i in range(3):
+        write_run(tmp_path / f"a{i}", C1, exact={ESM2: spaced(100.0)})
+        write_run(tmp_path / f"b{i}", C2, exact={ESM2: spaced(97.0)})
+    one = ["--results-dir", str(tmp_path / "a0"), "--head-results-dir", str(tmp_path / "b0")]
+    argv = [C1, C2, "--machine", MACHINE, "--no-run", "--thresholds", str(thresholds), "--json"]
+    assert cc.main(argv + [str(tmp_path / "one.json")] + one) == 0
+    row = next(r for r in json.loads((tmp_path / "one.json").read_text())["rows"] if r["params"] == "stage='esm2', n_gpus=1")
+    assert row["verdict"] == "not significant"
+    every = ["--results-dir", *(str(tmp_path / f"a{i}") for i in range(3)),
+             "--head-results-dir", *(str(tmp_path / f"b{i}") for i in range(3))]
+    assert cc.main(argv + [str(tmp_path / "all.json")] + every) == 1
+    row = next(r for r in json.loads((tmp_path / "all.json").read_text())["rows"] if r["params"] == "stage='esm2', n_gpus=1")
+    assert row["verdict"] == "REGRESSION" and (row["n_base"], row["n_head"]) == (9, 9)
+    assert row["base"] == pytest.approx(100.0) and row["head"] == pytest.approx(97.0)
