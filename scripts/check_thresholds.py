@@ -37,6 +37,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 import directions  # noqa: E402  (scripts/directions.py: shared with the site)
+from compare_commits import regression_threshold  # noqa: E402  (one threshold per metric, as the pre-merge check)
 
 try:
     import tomllib
@@ -275,8 +276,10 @@ def history(groups: dict, base: str, head: str, repo: str) -> list:
     return [base, head]
 
 
-def regression_checks(runs: list, benchmarks: dict, cfg: dict, limit: float, notes: list) -> list:
-    """`runs`: {name: Series} of each commit, the baseline first and the checked commit last."""
+def regression_checks(runs: list, benchmarks: dict, cfg: dict, limit: float | None, notes: list) -> list:
+    """`runs`: {name: Series} of each commit, the baseline first and the checked commit last.  The
+    step a metric may take is `limit` where given, else its own threshold (set from the measured
+    noise: [regression.max_fraction_by_benchmark]), the one scripts/compare_commits.py applies."""
     rows, current, baseline = [], runs[-1], runs[0]
     for name in sorted(current):
         better = directions.direction(name, benchmarks[name].get("type"), cfg, benchmarks[name].get("unit"))
@@ -293,10 +296,12 @@ def regression_checks(runs: list, benchmarks: dict, cfg: dict, limit: float, not
                 continue
             series = [run[name].values.get(key) if name in run else None for run in runs]
             series = [v if v is not MISSING else None for v in series]
-            found = directions.regressions(series, better, limit)
-            label = ", ".join(f"{p}={v}" for p, v in zip(current[name].param_names, key))
+            params = dict(zip(current[name].param_names, key))
+            allowed = limit if limit is not None else regression_threshold(name, params, cfg)
+            found = directions.regressions(series, better, allowed)
+            label = ", ".join(f"{p}={v}" for p, v in params.items())
             rows.append(Row("regression", f"{name.rsplit('.', 1)[-1]}({label})", new / old - 1,
-                            f"{better} is better, worse by <= {limit:.0%}", FAIL if found else PASS, "change"))
+                            f"{better} is better, worse by <= {allowed:.0%}", FAIL if found else PASS, "change"))
     return rows
 
 
@@ -451,7 +456,7 @@ def check(args) -> tuple[int, dict, dict]:
         base_prefix = select_commit(groups, args.baseline, args.repo, notes)
         base_info, _ = load_run(groups[base_prefix], benchmarks, notes)
         baseline = base_info["commit"]
-        limit = args.max_regression if args.max_regression is not None else float(cfg["regression"]["max_fraction"])
+        limit = args.max_regression
         commits = history(groups, base_prefix, prefix, args.repo)
         runs = [load_run(groups[p], benchmarks, notes)[1] for p in commits[:-1]] + [series]
         rows += regression_checks(runs, benchmarks, cfg, limit, notes)
@@ -483,7 +488,7 @@ def parse_args(argv=None):
     parser.add_argument("--stale-ok", action="store_true",
                         help="exit 0 when the machine has only results of earlier benchmark versions (kept history)")
     parser.add_argument("--max-regression", type=float, metavar="FRACTION",
-                        help="largest tolerated worsening vs --baseline (default: thresholds [regression])")
+                        help="largest tolerated worsening vs --baseline, for every metric (default: each metric's own, thresholds [regression])")
     args = parser.parse_args(argv)
     if args.max_regression is not None and args.baseline is None:
         parser.error("--max-regression needs --baseline")

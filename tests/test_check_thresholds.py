@@ -362,6 +362,27 @@ def test_max_regression_defaults_to_the_thresholds_file(tmp_path):
     assert all(r["status"] == "pass" for r in rows)
 
 
+def test_each_metric_has_its_own_regression_threshold(tmp_path):
+    """A 5 % loss of ESM-2 throughput fails where its threshold, set from its noise, is 3 %; the
+    same loss of MFU passes under the file's 10 %.  The threshold is in the row."""
+    thresholds = tmp_path / "thresholds.toml"
+    thresholds.write_text(THRESHOLDS.read_text() + '\n[regression.max_fraction_by_benchmark]\n'
+                          '"track_throughput(stage=\'esm2\')" = 0.03\n')
+    write_run(tmp_path / "results", C1)
+    write_run(tmp_path / "results", C2, track_throughput=lambda s, n: GOOD["track_throughput"](s, n) * 0.95,
+              track_mfu=lambda s, n: 0.4 * 0.95)
+    argv = args(tmp_path, "--commit", C2, "--baseline", C1)
+    argv[argv.index(str(THRESHOLDS))] = str(thresholds)
+    out = tmp_path / "r.json"
+    assert ct.main(argv + ["--json", str(out)]) == 1
+    rows = {r["metric"]: r for r in json.loads(out.read_text())["rows"] if r["check"] == "regression"}
+    esm2 = rows["track_throughput(stage=esm2, n_gpus=1)"]
+    assert esm2["status"] == "FAIL" and esm2["threshold"] == "higher is better, worse by <= 3%"
+    assert rows["track_throughput(stage=dnabert, n_gpus=1)"]["status"] == "pass"
+    assert rows["track_mfu(stage=esm2, n_gpus=1)"]["status"] == "pass"
+    assert rows["track_mfu(stage=esm2, n_gpus=1)"]["threshold"].endswith("<= 10%")
+
+
 def test_several_environments_newest_run_wins(tmp_path):
     day = datetime.timedelta(days=1)
     newer = datetime.datetime(2024, 1, 2, tzinfo=datetime.timezone.utc)
