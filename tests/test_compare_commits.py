@@ -286,13 +286,19 @@ def test_noise_table_between_run_cv(tmp_path, capsys):
     assert esm2["between_cv_percent"] == pytest.approx(2.0)  # sample std 2 over mean 100
     assert esm2["within_cv_percent"] == pytest.approx((0.5 / 100 + 0.5 / 102 + 0.5 / 98) / 3 * 100)
     assert esm2["suggested_threshold"] == 0.08  # 4 x 2.0%
-    assert rows[("track_mfu", "stage='esm2'")]["suggested_threshold"] == 0.03  # the floor
+    assert rows[("track_mfu", "stage='esm2'")]["suggested_threshold"] == 0.01  # the floor
     # the snippet pastes into thresholds.toml and compare_commits reads it back
     snippet = capsys.readouterr().out.split("# from noise_table.py")[1].split("\n", 1)[1]
     cfg = tomllib.loads(THRESHOLDS.split("[regression.max_fraction_by_benchmark]")[0] + snippet)
     assert cc.regression_threshold(THROUGHPUT, {"stage": "esm2", "n_gpus": 1}, cfg) == 0.08
-    assert cc.regression_threshold(THROUGHPUT, {"stage": "translate", "n_gpus": 1}, cfg) == 0.03
-    assert cfg["regression"]["max_fraction_by_benchmark"]["time_predict"] == 0.03
+    assert cc.regression_threshold(THROUGHPUT, {"stage": "translate", "n_gpus": 1}, cfg) == 0.01
+    assert cfg["regression"]["max_fraction_by_benchmark"]["time_predict"] == 0.01
+
+
+@pytest.mark.parametrize("between, within, expected", [
+    (0.2, 0.1, 0.01), (0.3, None, 0.015), (None, 0.8, 0.035), (2.0, 0.5, 0.08), (None, None, None)])
+def test_suggested_threshold_is_four_cvs_in_half_percent_steps_above_one_percent(between, within, expected):
+    assert nt.suggest(between, within) == expected
 
 
 def test_noise_table_one_folder_uses_the_within_run_noise(tmp_path):
