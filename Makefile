@@ -34,7 +34,7 @@ bench: venv
 	$(VPY) scripts/publish_site.py --local $(BENCH_RESULTS) --html .asv/html
 	$(VPY) scripts/check_thresholds.py --results-dir $(BENCH_RESULTS) --machine $(BENCH_MACHINE) \
 		--markdown .asv/html/thresholds.md
-	@echo "site: $(abspath .asv/html)/index.html  (works offline; or serve it: $(VPY) -m asv preview --html-dir .asv/html)"
+	@echo "site: $(abspath .asv/html)/index.html  (offline; open the file in Chromium or Firefox, no server or flags needed; or serve it: $(VPY) -m asv preview --html-dir .asv/html)"
 
 # Every benchmark once, nothing saved (asv still writes benchmarks.json: into .asv/, not results/): for CI.
 bench-smoke: venv

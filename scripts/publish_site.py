@@ -12,6 +12,9 @@ On top of `asv publish` (asv itself is not changed, only the site it writes):
 - readability: parameter values with no data on the machines drawn are not drawn at first, the
   x axis of a graph is labelled with commit hashes;
 - offline: the JavaScript libraries are copied in (scripts/offline_site.py);
+- opened as a file (file://, no web server, no browser flags): each JSON file the pages fetch is
+  also written as a script, X.json.js, and asv's fetches load that on a file page
+  (virnucpro.ajax in scripts/site/virnucpro.js); served over http they stay asv's XHR;
 - about.html says how the results are made and links the thresholds.
 
 Exit status: 0 published; 2 no results, an unreadable file, or npm could not install the libraries.
@@ -24,6 +27,7 @@ import html
 import itertools
 import json
 import math
+import re
 import shutil
 import subprocess
 import sys
@@ -222,11 +226,24 @@ PATCHES = [
     ("summarylist.js", "if (change > 5) {", "var worse = virnucpro.worse(row.name, change);\n"
                                                "                if (worse > 5) {"),
     ("summarylist.js", "else if (change < -5) {", "else if (worse < -5) {"),
+    # asv's five fetches of its data, through virnucpro.ajax: on a file:// page it loads X.json.js
+    ("asv.js", "$.ajax({\n                url: url + '?timestamp='",
+     "virnucpro.ajax({\n                url: url + '?timestamp='"),
+    ("asv.js", '$.ajax({\n            url: "index.json"', 'virnucpro.ajax({\n            url: "index.json"'),
+    ("asv.js", '$.ajax({\n            url: "info.json"', 'virnucpro.ajax({\n            url: "info.json"'),
+    ("regressions.js", "$.ajax({\n                url: 'regressions.json'",
+     "virnucpro.ajax({\n                url: 'regressions.json'"),
+    ("graphdisplay.js", '$.ajax({\n                        url: "swallow.ico"',
+     'virnucpro.ajax({\n                        url: "swallow.ico"'),
     ("index.html", 'src="asv.js">', 'src="asv.js">\n    </script>\n    <script type="text/javascript" src="virnucpro.js">'),
     ("index.html", '<li id="nav-li-regressions"><a href="#/regressions">Regressions</a></li>',
      '<li id="nav-li-regressions"><a href="#/regressions">Regressions</a></li>\n'
      '\t<li><a href="about.html">About these results</a></li>'),
 ]
+
+
+# Ways of fetching that a file:// page is refused, outside virnucpro.ajax (which falls back to $.ajax over http).
+FETCH = re.compile(r"\$\.(?:ajax|get|getJSON|post)\(|\bfetch\(|XMLHttpRequest")
 
 
 def patch(html_dir: Path) -> None:
@@ -240,6 +257,26 @@ def patch(html_dir: Path) -> None:
             raise PublishError(f"{path}: asv's text to change was not found once ({old[:60]!r}...): "
                                "this asv version differs from the one scripts/publish_site.py knows")
         path.write_text(text.replace(old, new))
+    # A fetch of a newer asv that the patches above do not route would fail on a file:// page again.
+    # (The X.json.js are data, virnucpro.js is the way round.)
+    scripts = [p for p in sorted(html_dir.glob("*.js"))
+               if p.name != "virnucpro.js" and not p.name.endswith(".json.js")]
+    left = [f"{p.name}: {m.group(0)}" for p in scripts for m in FETCH.finditer(p.read_text())]
+    if left:
+        raise PublishError(f"{html_dir}: asv fetches data in a way a file:// page cannot: {left} "
+                           "(route it through virnucpro.ajax in PATCHES)")
+
+
+def json_as_scripts(html_dir: Path) -> None:
+    """Write X.json.js beside each X.json of the site, for a page opened as a file.
+
+    A file:// page may not read files by XHR, but may run scripts: X.json.js hands the unchanged
+    text of X.json (valid JSON is a valid JavaScript expression) to virnucpro.loaded.  One script
+    per file, loaded when a page asks for it, as the JSON was.
+    """
+    for path in sorted(html_dir.rglob("*.json")):
+        text = path.read_text().strip()
+        (path.parent / (path.name + ".js")).write_text(f"virnucpro.loaded({text});\n")
 
 
 def about(html_dir: Path, index: dict, local: set, cfg: dict, thresholds: Path) -> None:
@@ -297,6 +334,7 @@ def publish(args) -> dict:
     }
     (args.html / "index.json").write_text(json.dumps(index, separators=(",", ":")))
     drop_unmeasured_rows(args.html)
+    json_as_scripts(args.html)  # after the last change to a JSON file above
     patch(args.html)
     about(args.html, index, local_names, cfg, args.thresholds)
     left = offline_site.vendor(args.html, args.vendor)
