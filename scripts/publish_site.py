@@ -22,6 +22,7 @@ Exit status: 0 published; 2 no results, an unreadable file, or npm could not ins
 from __future__ import annotations
 
 import argparse
+import ast
 import datetime
 import html
 import itertools
@@ -37,6 +38,7 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 import directions  # noqa: E402
 import offline_site  # noqa: E402
+from compare_commits import regression_threshold  # noqa: E402
 
 try:
     import tomllib
@@ -129,8 +131,9 @@ def series(data: list, j):
     return [row[1] if j is None else (row[1][j] if isinstance(row[1], list) else None) for row in data]
 
 
-def find_regressions(index: dict, html_dir: Path, cfg: dict, threshold: float) -> list:
-    """Entries of asv's regressions.json, from asv's step detection turned to each metric's direction."""
+def find_regressions(index: dict, html_dir: Path, cfg: dict) -> list:
+    """Entries of asv's regressions.json, from asv's step detection turned to each metric's direction,
+    each metric with its own threshold (the one check_thresholds and compare_commits apply)."""
     varying = {k for k, v in index["params"].items() if len(v) > 1}
     found = []
     for params, name, path, data in graphs(index, html_dir):
@@ -138,8 +141,9 @@ def find_regressions(index: dict, html_dir: Path, cfg: dict, threshold: float) -
         better = directions.direction(name, benchmark.get("type"), cfg, benchmark.get("unit"))
         if better is None or not data:
             continue
-        for j, entry, _ in entries(benchmark):
-            detected = directions.detect(series(data, j), better, threshold)
+        for j, entry, values in entries(benchmark):
+            decoded = {p: ast.literal_eval(v) for p, v in zip(benchmark.get("param_names", []), values)}
+            detected = directions.detect(series(data, j), better, regression_threshold(name, decoded, cfg))
             if detected is None:
                 continue
             last, best, jumps = detected
@@ -290,6 +294,8 @@ def about(html_dir: Path, index: dict, local: set, cfg: dict, thresholds: Path) 
         project=html.escape(index["project"]), machines=rows,
         higher=", ".join(reg["higher_is_better"]), lower=", ".join(reg["lower_is_better"]),
         fraction=f"{float(reg['max_fraction']):.0%}",
+        per_metric=html.escape(", ".join(f"{k} {v:.1%}" for k, v in reg.get("max_fraction_by_benchmark", {}).items())
+                               or "none yet"),
         local=", ".join(sorted(local)) or "none")
     (html_dir / "about.html").write_text(text)
 
@@ -322,8 +328,7 @@ def publish(args) -> dict:
         shutil.copytree(work / "history-html" / "graphs" / "summary", args.html / "graphs" / "summary")
     index = read_json(args.html / "index.json")
     local_names = {p.name for p in local}
-    threshold = float(cfg["regression"]["max_fraction"])
-    found = find_regressions(index, args.html, cfg, threshold)
+    found = find_regressions(index, args.html, cfg)
     (args.html / "regressions.json").write_text(json.dumps({"regressions": found}, separators=(",", ":")))
     write_feed(args.html, index, found, cfg)
     index["virnucpro"] = {
