@@ -63,6 +63,8 @@ def test_trace_and_fault_settings_are_off_when_unset_or_empty(monkeypatch):
 def test_mkl_defaults_leave_a_user_setting_alone(monkeypatch):
     monkeypatch.setenv("MKL_CBWR", "COMPATIBLE")
     monkeypatch.delenv("MKL_DYNAMIC", raising=False)
+    monkeypatch.delenv("OMP_WAIT_POLICY", raising=False)
     settings.apply_process_defaults()
     import os
     assert (os.environ["MKL_CBWR"], os.environ["MKL_DYNAMIC"]) == ("COMPATIBLE", "FALSE")
+    assert os.environ["OMP_WAIT_POLICY"] == "PASSIVE"  # waiting threads sleep: no spinning against another run

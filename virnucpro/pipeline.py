@@ -17,7 +17,7 @@ from pathlib import Path
 
 import torch
 
-from virnucpro import checkpoint, embed, faults, parallel, perf, trace  # noqa: F401
+from virnucpro import checkpoint, embed, faults, parallel, perf, settings, trace  # noqa: F401
 from virnucpro.inputs import SKIP_EMPTY, SKIP_NO_ORF, InputData, StageClock, output_stem, prepare, read_inputs  # noqa: F401
 from virnucpro.scoring import (Models, NonFiniteError, Prediction, _bar, _classify, classify, load_models,  # noqa: F401
                                resolve_precision)
@@ -212,6 +212,8 @@ class Engine:
     def _load(self, store: checkpoint.Store) -> None:
         if self.models is None:
             self.models = load_models(self.opts)
+            if self.models.device.type == "cpu":  # the ranks of a node share its cores
+                torch.set_num_threads(settings.cpu_threads(self.rank.world))
         _agree_on_budgets(self.models, self.opts, store, self.rank)
 
     def _input(self, data: InputData, prepared, clock: StageClock, started: tuple[float, float], store,

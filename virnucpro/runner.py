@@ -1,8 +1,13 @@
 """Token-budget batching of variable-length items.  Knows nothing about biology.
 
-Items are sorted by length so that a batch holds items of similar length (padded
-fallback paths waste little), then cut greedily so that the tokens of a batch stay
-within the budget.  Results come back in the caller's order.
+Items are sorted by length so that a batch holds items of similar length, then cut greedily
+so that the tokens of a batch stay within the budget.  Results come back in the caller's order.
+
+A row's results must not depend on the batch it landed in (docs/RELIABILITY.md), and a GEMM's
+kernel, with it the order of a row's sums, follows the row count: on one H100 some of the
+models' projections gave other bits for 17, 64, 200 or 1000 rows and fewer, on the CPU for up to
+100.  So every forward step and every classifier call computes a whole number of ROW_BLOCK rows,
+filled up with rows nobody reads: from 1024 rows up, each multiple gave every row the same bits.
 """
 from __future__ import annotations
 
@@ -11,6 +16,29 @@ from typing import Callable, Sequence
 
 import numpy as np
 import torch
+
+
+ROW_BLOCK = 1024
+
+
+def row_count(n: int) -> int:
+    """Rows computed for n real ones: a whole number of ROW_BLOCKs, at least one."""
+    return max(1, -(-n // ROW_BLOCK)) * ROW_BLOCK
+
+
+def filled(token_lists: Sequence[Sequence[int]], filler: int = 0) -> list:
+    """`token_lists` and filler sequences after them, to row_count(tokens) tokens in all.  No filler
+    is longer than the longest given, so the batch's longest length stays what it was."""
+    total = sum(map(len, token_lists))
+    longest = max(map(len, token_lists), default=1) or 1
+    whole, rest = divmod(row_count(total) - total, longest)
+    return [*token_lists, *([[filler] * longest] * whole), *([[filler] * rest] if rest else [])]
+
+
+def in_row_blocks(fn: Callable[[torch.Tensor], torch.Tensor], x: torch.Tensor) -> torch.Tensor:
+    """fn(x) for a row-wise fn, computed on x filled with zero rows to row_count(rows)."""
+    n = x.shape[0]
+    return fn(torch.cat([x, x.new_zeros(row_count(n) - n, *x.shape[1:])]))[:n]
 
 
 def token_budget_batches(lengths: Sequence[int], budget: int, first_budget: int | None = None) -> list[np.ndarray]:

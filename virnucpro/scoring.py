@@ -14,6 +14,7 @@ from virnucpro import embed, faults, trace
 from virnucpro.errors import ModelLoadError, NonFiniteError
 from virnucpro.inputs import InputData, StageClock
 from virnucpro.presets import PRESETS
+from virnucpro.runner import in_row_blocks
 
 
 @dataclass
@@ -134,7 +135,8 @@ def _classify(orfs, models: Models, clock: StageClock, on_dna=None, on_protein=N
     with clock("merge"):
         features = torch.cat([dna, prot], dim=1)
     with clock("predict"), torch.inference_mode():
-        logits = models.classifier(features.to(models.device)).float().cpu() if orfs else torch.empty(0, 2)
+        logits = in_row_blocks(models.classifier, features.to(models.device)).float().cpu() if orfs \
+            else torch.empty(0, 2)
         logits = _finite(logits, "classifier scores", orfs)
         probs = torch.softmax(logits, dim=1)
     faults.point("predict")

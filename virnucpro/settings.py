@@ -31,12 +31,38 @@ COMPILE_THREADS = "TORCHINDUCTOR_COMPILE_THREADS"
 # MKL's GEMM code paths do, and MKL_DYNAMIC lets it change that number at run time; strict
 # CNR mode makes ?gemm bitwise reproducible for any thread count.  MKL reads both at its
 # first call, so they are set when the package is imported; a user's own settings win.
-MKL_DEFAULTS = {"MKL_CBWR": "AUTO,STRICT", "MKL_DYNAMIC": "FALSE"}
+# OMP_WAIT_POLICY: OpenMP threads that wait for work sleep instead of spinning; two CPU runs on
+# one 2-core host spun against each other (SRR492066, tiny preset: 4.5 s for both against 1.5 s
+# alone; 1.8 s with PASSIVE, 2-core dev host, 2026-12-05).  OpenMP reads it when torch loads.
+MKL_DEFAULTS = {"MKL_CBWR": "AUTO,STRICT", "MKL_DYNAMIC": "FALSE", "OMP_WAIT_POLICY": "PASSIVE"}
 
 
 def apply_process_defaults() -> None:
     for name, value in MKL_DEFAULTS.items():
         os.environ.setdefault(name, value)
+
+
+def usable_cores() -> int:
+    """Cores this process may run on: its CPU affinity, within its cgroup's CPU quota (a container
+    or a batch job's allocation), not every core of the host."""
+    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
+    try:
+        quota, period = open("/sys/fs/cgroup/cpu.max").read().split()[:2]
+        if quota != "max":
+            cores = min(cores, -(-int(quota) // int(period)))
+    except (OSError, ValueError):
+        pass  # no cgroup v2 quota visible: the affinity alone
+    return max(1, cores)
+
+
+def cpu_threads(processes: int = 1) -> int:
+    """torch's threads for one of `processes` CPU processes on this node: its share of the usable
+    cores, rounded down to a power of two.  Elementwise kernels split their work at thread
+    boundaries and compute the elements of a split's tail with other (scalar) code, other last
+    bits; with whole row blocks (runner.ROW_BLOCK) a power of two splits at whole vectors, so
+    1, 2, 4 ... threads give the same bits and 3 would not (test_reliability)."""
+    share = max(1, usable_cores() // max(1, processes))
+    return 1 << (share.bit_length() - 1)
 
 
 def trace_file() -> str | None:

@@ -14,7 +14,7 @@ from virnucpro import faults
 from virnucpro.errors import InputError, VirnucproError
 from virnucpro.models import dnabert, dnabert_load, esm2, esm2_load
 from virnucpro.models.classifier_load import MLPClassifier, load_classifier, random_classifier  # noqa: F401
-from virnucpro.runner import pack, run_batched
+from virnucpro.runner import filled, pack, run_batched
 
 PRECISIONS = {"fp32": torch.float32, "bf16": torch.bfloat16}
 DEFAULT_CPU_BUDGET = 16384
@@ -53,7 +53,14 @@ def first_batch_budget(budget: int, device: torch.device) -> int | None:
 
 def compile_layers(model: torch.nn.Module) -> None:
     """torch.compile each transformer layer (one graph serves them all: same code, dynamic token
-    count), so that LayerNorm, rotary, GELU and residual adds fuse around the matrix products."""
+    count), so that LayerNorm, rotary, GELU and residual adds fuse around the matrix products.
+    Attention by sequence length (off the varlen kernel) loops over the batch's lengths: traced,
+    it would compile again for every new set of lengths, so it runs eagerly between graphs.
+    (Applied here, not where it is defined: torch.compiler.disable imports Dynamo.)"""
+    from virnucpro.models import attention
+
+    if not getattr(attention.by_length, "_torchdynamo_disable", False):
+        attention.by_length = torch.compiler.disable(attention.by_length)
     for layer in model.layers:
         layer.compile(dynamic=True)
 
@@ -85,8 +92,9 @@ class Embedder:
 
         def step(batch):
             faults.point("step")
-            tokens, cu, max_len = pack(batch, self.device, pin=pin)
-            return self.model.embed_packed(tokens, cu, max_len)
+            # token id 0 (<cls>, [UNK]) for the filler: each filler is a sequence of its own
+            tokens, cu, max_len = pack(filled(batch), self.device, pin=pin)
+            return self.model.embed_packed(tokens, cu, max_len)[: len(batch)]
 
         while True:
             done = 0

@@ -11,8 +11,8 @@ Three implementations:
 - FlexAttention (CUDA in bf16/fp16 or TF32, see `flex_suits`): one [1, H, T, Dh]
   problem with a block-sparse document mask, so no padding and no work between
   sequences.
-- SDPA (everywhere else, or when flex fails): pad to [B, H, Lmax, Dh] and pass ALiBi
-  plus -inf on padded keys as a float bias.
+- SDPA (everywhere else, or when flex fails): once per sequence length, [B_L, H, L, Dh] with
+  ALiBi as a float bias, so that a sequence's bits do not depend on its batch.
 """
 from __future__ import annotations
 
@@ -28,6 +28,8 @@ import torch.nn.functional as F
 from virnucpro import settings
 from virnucpro.errors import VirnucproError
 from virnucpro.models import fused
+from virnucpro.models import attention
+from virnucpro.models.attention import length_groups
 from virnucpro.settings import DNA_ATTENTION_ENV, dna_attention  # noqa: F401  (part of this module's API)
 
 log = logging.getLogger(__name__)
@@ -87,16 +89,16 @@ class PackedLayout:
     def pos(self) -> torch.Tensor:
         return torch.arange(self.total, device=self.cu_seqlens.device) - self.cu_seqlens[self.seq_id]
 
-    def sdpa_bias(self, slopes: torch.Tensor, dtype: torch.dtype) -> torch.Tensor:
-        """[B, H, L, L]: ALiBi, and -inf on the padded keys of each sequence."""
-        key = (slopes.data_ptr(), dtype)
+    @cached_property
+    def length_groups(self):
+        return length_groups(self.cu_seqlens)
+
+    def alibi_bias(self, n: int, slopes: torch.Tensor, dtype: torch.dtype) -> torch.Tensor:
+        """[H, n, n]: ALiBi of a sequence of n tokens, computed in fp32 and rounded once to dtype."""
+        key = (n, slopes.data_ptr(), dtype)
         if key not in self._bias:
-            r = torch.arange(self.max_seqlen, device=slopes.device)
-            dist = (r[:, None] - r[None, :]).abs()
-            alibi = -slopes[:, None, None] * dist  # fp32, then one rounding to dtype
-            padded_key = r[None, :] >= self.lengths[:, None].to(slopes.device)
-            bias = alibi[None].masked_fill(padded_key[:, None, None, :], float("-inf"))
-            self._bias[key] = bias.to(dtype)
+            r = torch.arange(n, device=slopes.device)
+            self._bias[key] = (-slopes[:, None, None] * (r[:, None] - r[None, :]).abs()).to(dtype)
         return self._bias[key]
 
     @cached_property
@@ -130,17 +132,11 @@ class PackedLayout:
 
 
 def sdpa_alibi_attention(q, k, v, layout: PackedLayout, slopes: torch.Tensor) -> torch.Tensor:
-    B, L = layout.num_seqs, layout.max_seqlen
-    T, H, Dh = q.shape
-    seq_id, pos = layout.seq_id, layout.pos
+    """SDPA once per sequence length (attention.by_length): a sequence's bits depend on it alone."""
+    def attend(qg, kg, vg, n):
+        return F.scaled_dot_product_attention(qg, kg, vg, attn_mask=layout.alibi_bias(n, slopes, q.dtype))
 
-    def pad(x):
-        out = x.new_zeros(B, L, H, Dh)
-        out[seq_id, pos] = x
-        return out.transpose(1, 2)
-
-    out = F.scaled_dot_product_attention(pad(q), pad(k), pad(v), attn_mask=layout.sdpa_bias(slopes, q.dtype))
-    return out.transpose(1, 2)[seq_id, pos]
+    return attention.by_length(q, k, v, lambda: layout.length_groups, attend)
 
 
 _compiled_flex: dict = {}
@@ -260,7 +256,7 @@ def packed_alibi_attention(q, k, v, cu_seqlens, max_seqlen, slopes, *, layout: P
             if backend == "flex":
                 raise
             _flex_failed = True
-            log.warning("flex_attention failed (%s: %s); using padded SDPA attention", type(e).__name__, e)
+            log.warning("flex_attention failed (%s: %s); using SDPA attention", type(e).__name__, e)
     elif backend not in ("auto", "sdpa"):
         raise ValueError(f"unknown attention backend {backend!r}")
     return sdpa_alibi_attention(q, k, v, layout, slopes)

@@ -2,9 +2,10 @@
 end to end, `cu_seqlens` [B+1] marks where each starts.  A token attends only to its own sequence.
 
 On a GPU in bf16/fp16 this is torch's varlen FlashAttention, which needs no padding at all.
-Anywhere else (CPU, fp32) the sequences are padded to the longest one for
-`scaled_dot_product_attention`; the runner batches sequences of similar length, so little
-compute goes to padding.
+Anywhere else (CPU, fp32) `scaled_dot_product_attention` runs once per sequence length, on the
+sequences of that length and nothing else: padding each sequence to the batch's longest changed
+its last bits with its neighbours (SDPA's CPU kernel picks its path by the padded length), and a
+protein's embedding must depend on its own sequence only, whatever the batch (docs/RELIABILITY.md).
 """
 from __future__ import annotations
 
@@ -40,28 +41,39 @@ def uses_varlen(device: torch.device, dtype: torch.dtype) -> bool:
 
 
 def packed_attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor,
-                     cu_seqlens: torch.Tensor, max_seqlen: int, index=None) -> torch.Tensor:
-    """softmax(q k^T / sqrt(Dh)) v within each sequence; returns [T, H, Dh].  `index`: the
-    batch's `token_index`, where the caller has it already (the padded path needs it)."""
+                     cu_seqlens: torch.Tensor, max_seqlen: int, groups=None) -> torch.Tensor:
+    """softmax(q k^T / sqrt(Dh)) v within each sequence; returns [T, H, Dh].  `groups`: the
+    batch's `length_groups`, where the caller keeps them for all layers."""
     if uses_varlen(q.device, q.dtype):
         return _flash_varlen(q, k, v, cu_seqlens.to(device=q.device, dtype=torch.int32), max_seqlen)
-    return padded_attention(q, k, v, cu_seqlens, max_seqlen, index)
+    return padded_attention(q, k, v, cu_seqlens, max_seqlen, groups)
+
+
+def length_groups(cu_seqlens: torch.Tensor) -> list[tuple[int, torch.Tensor]]:
+    """(L, token positions [B_L, L]) of the sequences of each length L in a packed batch."""
+    cu = cu_seqlens.long()
+    lengths = cu.diff()
+    starts = cu[:-1]
+    return [(n, starts[lengths == n][:, None] + torch.arange(n, device=cu.device))
+            for n in torch.unique(lengths).tolist() if n > 0]
+
+
+def by_length(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, groups, attend) -> torch.Tensor:
+    """`attend(q, k, v, L)` on [B_L, H, L, Dh] for each length group; results back at their tokens.
+    A group's shape and strides follow from L alone, so a sequence's bits do not depend on how
+    many others share its batch.  `groups`: length_groups' list, or a function that returns it
+    (called here, so that a compiled caller never traces the batch-shaped loop: see
+    embed.compile_layers)."""
+    groups = groups() if callable(groups) else groups
+    out = torch.empty_like(q)
+    for n, idx in groups:
+        qg, kg, vg = (x[idx].transpose(1, 2) for x in (q, k, v))
+        out[idx] = attend(qg, kg, vg, n).transpose(1, 2)
+    return out
 
 
 def padded_attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor,
-                     cu_seqlens: torch.Tensor, max_seqlen: int, index=None) -> torch.Tensor:
-    total, heads, head_dim = q.shape
-    batch = cu_seqlens.numel() - 1
-    seq, pos = token_index(cu_seqlens, total) if index is None else index
-
-    def pad(x: torch.Tensor) -> torch.Tensor:
-        out = x.new_zeros(batch, max_seqlen, heads, head_dim)
-        out[seq, pos] = x
-        return out.transpose(1, 2)
-
-    # Only keys are masked: padded query rows compute garbage that is never read back,
-    # and every real query row keeps at least one real key, so no row is all -inf.
-    real_key = torch.zeros(batch, max_seqlen, dtype=torch.bool, device=q.device)
-    real_key[seq, pos] = True
-    out = F.scaled_dot_product_attention(pad(q), pad(k), pad(v), attn_mask=real_key[:, None, None, :])
-    return out.transpose(1, 2)[seq, pos]
+                     cu_seqlens: torch.Tensor, max_seqlen: int, groups=None) -> torch.Tensor:
+    """The path off the GPU's half precisions (the name stays: it was padded once)."""
+    groups = (lambda: length_groups(cu_seqlens)) if groups is None else groups
+    return by_length(q, k, v, groups, lambda qg, kg, vg, n: F.scaled_dot_product_attention(qg, kg, vg))

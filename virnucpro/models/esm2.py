@@ -17,7 +17,7 @@ import torch.nn.functional as F
 
 from virnucpro import settings
 from virnucpro.models import fused
-from virnucpro.models.attention import packed_attention, token_index
+from virnucpro.models.attention import length_groups, packed_attention, token_index
 from virnucpro.models.pooling import segment_sums
 from virnucpro.models.random_init import embedding
 from virnucpro.runner import pack  # noqa: F401  (part of this module's API)
@@ -95,6 +95,11 @@ class PackedBatch:
     def token_index(self) -> tuple[torch.Tensor, torch.Tensor]:
         return self.seq, self.pos
 
+    @functools.cached_property
+    def length_groups(self):
+        """For attention off the varlen kernel, once per step (never built on that kernel's path)."""
+        return length_groups(self.cu_seqlens)
+
 
 class Rotary(nn.Module):
     """Holds the rotary frequencies (a checkpoint's per-layer copy); the tables come from the batch."""
@@ -130,7 +135,7 @@ class SelfAttention(nn.Module):
         shape = (x.shape[0], self.heads, self.head_dim)
         q, k = self.rot_emb(self.q_proj(x).view(shape), self.k_proj(x).view(shape), batch)
         out = packed_attention(q, k, self.v_proj(x).view(shape), batch.cu_seqlens, batch.max_seqlen,
-                               index=batch.token_index)
+                               lambda: batch.length_groups)
         return self.out_proj(out.reshape(x.shape))
 
 
