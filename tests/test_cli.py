@@ -330,16 +330,6 @@ def kk500(tmp_path_factory):
     return out / "KK037166"
 
 
-def same_scores(result: str, expected: str) -> None:
-    """The same ORFs and labels in the same order, and scores equal to float precision: another
-    process on a loaded 2-core host was seen to differ in the last bits (as for 4448523; not
-    found why), which the reliability tests' byte comparisons would catch as well."""
-    rows, want = ([r.split("\t") for r in t.splitlines()] for t in (result, expected))
-    assert [r[:2] for r in rows] == [r[:2] for r in want]
-    assert np.allclose(np.array([r[2:] for r in rows[1:]], float), np.array([r[2:] for r in want[1:]], float),
-                       rtol=0, atol=1e-5)
-
-
 @pytest.mark.parametrize("how", ["stdin", "fifo", "process substitution", "gzip pipe"])
 def test_predict_reads_a_pipe_once(tmp_path, kk500, how):
     kk, out = DATA / "KK037166.fna", tmp_path / "out"
@@ -353,7 +343,10 @@ def test_predict_reads_a_pipe_once(tmp_path, kk500, how):
     (result,) = out.glob("*/prediction_results.txt")
     for name in ("chunks.fa", "orfs.fna", "orfs.faa"):  # every byte of the input read, once
         assert (result.parent / "intermediate" / name).read_bytes() == (kk500 / "intermediate" / name).read_bytes()
-    same_scores(result.read_text(), (kk500 / "prediction_results.txt").read_text())
+    # byte for byte: another process on a loaded host once gave last-bit different scores now and
+    # then (docs/RELIABILITY.md, "Determinism on the CPU"), not seen since rows stopped depending
+    # on their batch and thread count
+    assert result.read_bytes() == (kk500 / "prediction_results.txt").read_bytes()
 
 
 def test_rna_input_gives_the_dna_results(tmp_path, kk500):
