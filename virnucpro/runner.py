@@ -7,7 +7,8 @@ A row's results must not depend on the batch it landed in (docs/RELIABILITY.md),
 kernel, with it the order of a row's sums, follows the row count: on one H100 some of the
 models' projections gave other bits for 17, 64, 200 or 1000 rows and fewer, on the CPU for up to
 100.  So every forward step and every classifier call computes a whole number of ROW_BLOCK rows,
-filled up with rows nobody reads: from 1024 rows up, each multiple gave every row the same bits.
+filled up with rows nobody reads: on the CPU every multiple of 1024 rows gave every row the same
+bits (on a GPU not yet measured beyond those thresholds).
 """
 from __future__ import annotations
 

@@ -27,8 +27,7 @@ import torch.nn.functional as F
 
 from virnucpro import settings
 from virnucpro.errors import VirnucproError
-from virnucpro.models import fused
-from virnucpro.models import attention
+from virnucpro.models import attention, fused
 from virnucpro.models.attention import length_groups
 from virnucpro.settings import DNA_ATTENTION_ENV, dna_attention  # noqa: F401  (part of this module's API)
 

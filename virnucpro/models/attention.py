@@ -43,7 +43,8 @@ def uses_varlen(device: torch.device, dtype: torch.dtype) -> bool:
 def packed_attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor,
                      cu_seqlens: torch.Tensor, max_seqlen: int, groups=None) -> torch.Tensor:
     """softmax(q k^T / sqrt(Dh)) v within each sequence; returns [T, H, Dh].  `groups`: the
-    batch's `length_groups`, where the caller keeps them for all layers."""
+    batch's `length_groups`, or a function that returns them (the caller keeps them for all
+    layers, and the varlen kernel never needs them)."""
     if uses_varlen(q.device, q.dtype):
         return _flash_varlen(q, k, v, cu_seqlens.to(device=q.device, dtype=torch.int32), max_seqlen)
     return padded_attention(q, k, v, cu_seqlens, max_seqlen, groups)
