@@ -329,8 +329,41 @@ def section_user(run: Run) -> None:
                                          reference=not args.user_no_reference, log=log)
 
 
+def section_layouts(run: Run) -> None:
+    """The same held-out metagenome-like input under three layouts (defaults, half the range size,
+    a small explicit token budget), each `predict` as a user runs it: are the result files the
+    same bytes?  Their SHA-256 go in the report, to compare across GPUs."""
+    import hashlib
+
+    from benchmarks import datasets
+
+    args, dev = run.args, run.dev
+    root = Path(tempfile.mkdtemp(prefix="virnucpro-layouts-"))
+    path = root / "heldout.fna"
+    common._write(path, datasets.metagenome(args.layout_bp, seed=777))  # seed unlike the suite's
+    data = pipeline.InputData(path, read_fasta(path)[0], [])
+    half = max(1, data.chunk_count(500) // 16)  # ranges of 1/16 of the input instead of one range
+    layouts = {"default": [], f"checkpoint-every {half}": ["--checkpoint-every", str(half)],
+               "batch-tokens 8192": ["--batch-tokens", "8192"]}
+    files = ("prediction_results.txt", "prediction_results_highestscore.csv", "contig_summary.tsv", "skipped.tsv")
+    d = {"input_bp": args.layout_bp, "orfs": None, "sha256": {}, "errors": {}}
+    for name, extra in layouts.items():
+        out = root / name.replace(" ", "_")
+        p = subprocess.run([sys.executable, "-m", "virnucpro", "predict", str(path), "-l", "500", "--random-weights",
+                            "--preset", run.preset, "--device", dev.type, "--no-progress", "-o", str(out), *extra],
+                           cwd=ROOT, capture_output=True, text=True)
+        if p.returncode != 0:
+            d["errors"][name] = p.stderr[-500:]
+            continue
+        d["orfs"] = json.loads((out / "heldout" / "run.json").read_text())["counts"]["orfs"]
+        d["sha256"][name] = {f: hashlib.sha256((out / "heldout" / f).read_bytes()).hexdigest() for f in files}
+    d["identical"] = len({json.dumps(h, sort_keys=True) for h in d["sha256"].values()}) == 1 and not d["errors"]
+    run.report["layouts"] = d
+    log(f"layouts: identical={d['identical']} over {list(d['sha256'])}")
+
+
 SECTIONS = {"stages": section_stages, "agreement": section_agreement, "resume": section_resume, "e2e": section_e2e,
-            "reference": section_reference, "user": section_user}
+            "reference": section_reference, "user": section_user, "layouts": section_layouts}
 
 
 def parse_args(argv=None):
@@ -346,6 +379,7 @@ def parse_args(argv=None):
                     help="size of the user-view section's metagenome-like input")
     ap.add_argument("--user-reads", type=int, default=50_000, help="150 bp reads in the user-view section")
     ap.add_argument("--user-no-reference", action="store_true", help="user-view section without the reference CLI run")
+    ap.add_argument("--layout-bp", type=int, default=4_000_000, help="size of the layouts section's held-out input")
     ap.add_argument("--unfused-variant", action="store_true",
                     help="also time both stages with the elementwise fusions off (VIRNUCPRO_FUSED=0)")
     ap.add_argument("--flex-block-variant", type=int, nargs="*", default=[], metavar="N",
@@ -411,6 +445,11 @@ def table(r: dict) -> str:
                f"{d['reused_ranges']} of {d['ranges']} ranges reused; differing: {d['files_differing'] or 'none'}, "
                f"{d['feature_rows_differing']} feature rows")
         rows.append(("resume after SIGKILL", got, "byte-identical"))
+    if "layouts" in r:
+        d = r["layouts"]
+        rows.append(("the same bytes in 3 layouts", f"{'yes' if d['identical'] else 'NO'} ({d['orfs']} ORFs; "
+                     f"{', '.join(d['sha256'])}{'; errors: ' + ', '.join(d['errors']) if d['errors'] else ''})",
+                     "identical"))
     rows += user_view.rows(r.get("user", {}))
     w = max(len(a) for a, _, _ in rows)
     return "\n".join(f"{a:<{w}}  {b}  [{c}]" for a, b, c in rows)

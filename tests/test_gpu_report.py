@@ -9,7 +9,7 @@ from conftest import ROOT
 def test_dry_run_fills_every_section(tmp_path):
     p = subprocess.run([sys.executable, str(ROOT / "scripts" / "gpu_report.py"), "--dry-run", "--agreement-orfs", "40",
                         "--e2e-seconds", "0", "--reference-bp", "20000", "--out", str(tmp_path),
-                        "--user-metagenome-bp", "6000", "--user-reads", "30"],
+                        "--user-metagenome-bp", "6000", "--user-reads", "30", "--layout-bp", "30000"],
                        capture_output=True, text=True, timeout=300, cwd=ROOT)
     assert p.returncode == 0, p.stderr[-2000:]
     r = json.loads((tmp_path / "gpu_report.json").read_text())
@@ -40,6 +40,9 @@ def test_dry_run_fills_every_section(tmp_path):
     assert all(v >= 0 for v in steps.values()) and "spawning the worker" in steps and "CUDA context" in steps, steps
     assert 0.5 * u["few_reads_warm_gpus1"]["wall_seconds"] < sum(steps.values()) < 1.1 * u["few_reads_warm_gpus1"]["wall_seconds"]
     assert 0 < u["metagenome_cli"]["fraction_of_esm_alone"] and u["genome_cli_speedup"] > 0
+    layouts = r["layouts"]  # three layouts of a held-out input, the same bytes (on the CPU, tested)
+    assert layouts["errors"] == {} and len(layouts["sha256"]) == 3 and layouts["orfs"] > 0
+    assert layouts["identical"] and "the same bytes in 3 layouts" in p.stdout
 
 
 def test_milestones_read_proc_clock_jitter_as_zero_and_keep_real_disorder():
