@@ -281,6 +281,30 @@ def test_a_metric_s_own_threshold_decides_its_regressions_on_the_site(crafted):
     assert "track_throughput(stage=&#x27;esm2&#x27;) 50.0%" in (site / "about.html").read_text()
 
 
+def test_every_gpu_host_kind_is_published_apart(crafted):
+    """An h100-x1 history beside the H200's: both in the machine menu, each drawn from its own
+    results only (CI checks every such folder too)."""
+    tmp_path, commits = crafted
+    h100 = {**GPU_MACHINE, "machine": "h100-x1", "gpu": "NVIDIA H100 80GB HBM3"}
+    write_results(tmp_path / "results", h100, list(enumerate(commits))[-3:], lambda n, p, i: 1000.0 + i)
+    code, site = publish(tmp_path, "--results", str(tmp_path / "results"), "--repo", str(tmp_path / "repo"),
+                         "--local", str(tmp_path / "none"))
+    assert code == 0
+    index = json.loads((site / "index.json").read_text())
+    assert {"gpubox", "h100-x1"} <= set(index["machines"])
+    assert index["machines"]["h100-x1"]["gpu"] == "NVIDIA H100 80GB HBM3"
+    per_machine = {}
+    for path in (site / "graphs").rglob("bench.Stages.track_mfu.json"):
+        machine = next((part for part in path.parts if part.startswith("machine-")), None)
+        if machine is None:  # the list view's summary, not a machine's graph
+            continue
+        rows = [row if isinstance(row, list) else [row] for _, row in json.loads(path.read_text())]
+        per_machine[machine] = {v for row in rows for v in row if isinstance(v, float) and v == v}
+    assert set(per_machine) == {"machine-gpubox", "machine-h100-x1"}
+    assert per_machine["machine-h100-x1"] <= {1000.0 + i for i in range(len(commits))}  # only its own values
+    assert per_machine["machine-h100-x1"] and not per_machine["machine-gpubox"] & per_machine["machine-h100-x1"]
+
+
 def test_this_machine_is_kept_apart(crafted):
     tmp_path, commits = crafted
     cpu = {**GPU_MACHINE, "machine": "laptop", "gpu": "none", "num_gpus": "0", "cpu": "2 cores", "num_cpu": "2"}
