@@ -26,7 +26,7 @@ import torch
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from benchmarks import common  # noqa: E402
+from benchmarks import common, sampling  # noqa: E402
 from virnucpro import embed, faults, owned, perf, pipeline  # noqa: E402
 from virnucpro import settings  # noqa: E402
 from virnucpro.fasta import read_fasta  # noqa: E402
@@ -42,13 +42,22 @@ def log(*a):
 
 
 def stage_alone(stage, embedder, seqs, peak):
+    """The stage sampled as the asv suite samples it (benchmarks/sampling.py): medians of >= 5
+    passes, NVML read >= 100 times, the profiler's kernel-busy share of one more pass."""
     perf.warm_up(embedder, seqs)
-    monitor = perf.start_monitor()
+    monitor = perf.start_monitor(sampling.METHOD["nvml_interval_s"])
     graphs = perf.compiled_graphs()
-    r = perf.run_embed_stage(stage, embedder, seqs, monitor)
-    if monitor:
-        monitor.stop()
-    d = r.as_dict(peak)
+    try:
+        r = sampling.gpu_stage(stage, embedder, seqs, monitor)
+    finally:
+        if monitor:
+            monitor.stop()
+    d = {"stage": stage, "items": len(seqs), "samples": len(r["seconds"]),
+         "seconds": float(np.median(r["seconds"])),
+         **{k: float(np.median(r[k])) for k in ("items_per_second", "tokens_per_second")},
+         "mfu": float(np.median(r["flops_per_second"])) / peak,
+         "gpu_util_percent": float(np.mean(r["gpu_util_percent"])) if "gpu_util_percent" in r else float("nan"),
+         **{k: r[k] for k in ("nvml_samples", "kernel_busy_percent", "peak_memory_bytes") if k in r}}
     d["batch_tokens"], d["graphs_compiled_in_clock"] = embedder.batch_tokens, perf.compiled_graphs() - graphs
     log(f"{stage}: {d['items_per_second']:.0f} ORFs/s, {d['tokens_per_second']:.0f} tok/s, "
         f"MFU {d['mfu']:.3f}, util {d['gpu_util_percent']:.1f}%")
