@@ -2,10 +2,12 @@
 end to end, `cu_seqlens` [B+1] marks where each starts.  A token attends only to its own sequence.
 
 On a GPU in bf16/fp16 this is torch's varlen FlashAttention, which needs no padding at all.
-Anywhere else (CPU, fp32) `scaled_dot_product_attention` runs once per sequence length, on the
-sequences of that length and nothing else: padding each sequence to the batch's longest changed
-its last bits with its neighbours (SDPA's CPU kernel picks its path by the padded length), and a
-protein's embedding must depend on its own sequence only, whatever the batch (docs/RELIABILITY.md).
+On the CPU `scaled_dot_product_attention` runs once per sequence length, on the sequences of that
+length and nothing else: padding each sequence to the batch's longest changed its last bits with
+its neighbours (SDPA's CPU kernel picks its path by the padded length), and a protein's embedding
+must depend on its own sequence only, whatever the batch (docs/RELIABILITY.md).  On a GPU in fp32
+(the reference engine, the original's recipe) the batch is padded to its longest sequence as the
+original did: one launch instead of one per length keeps the reference's speed what it was.
 """
 from __future__ import annotations
 
@@ -75,6 +77,22 @@ def by_length(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, groups, attend)
 
 def padded_attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor,
                      cu_seqlens: torch.Tensor, max_seqlen: int, groups=None) -> torch.Tensor:
-    """The path off the GPU's half precisions (the name stays: it was padded once)."""
-    groups = (lambda: length_groups(cu_seqlens)) if groups is None else groups
-    return by_length(q, k, v, groups, lambda qg, kg, vg, n: F.scaled_dot_product_attention(qg, kg, vg))
+    """Off the varlen kernel: by length on the CPU, padded to the longest on a GPU (fp32)."""
+    if not q.is_cuda:
+        groups = (lambda: length_groups(cu_seqlens)) if groups is None else groups
+        return by_length(q, k, v, groups, lambda qg, kg, vg, n: F.scaled_dot_product_attention(qg, kg, vg))
+    total, heads, head_dim = q.shape
+    batch = cu_seqlens.numel() - 1
+    seq, pos = token_index(cu_seqlens, total)
+
+    def pad(x: torch.Tensor) -> torch.Tensor:
+        out = x.new_zeros(batch, max_seqlen, heads, head_dim)
+        out[seq, pos] = x
+        return out.transpose(1, 2)
+
+    # Only keys are masked: padded query rows compute garbage that is never read back,
+    # and every real query row keeps at least one real key, so no row is all -inf.
+    real_key = torch.zeros(batch, max_seqlen, dtype=torch.bool, device=q.device)
+    real_key[seq, pos] = True
+    out = F.scaled_dot_product_attention(pad(q), pad(k), pad(v), attn_mask=real_key[:, None, None, :])
+    return out.transpose(1, 2)[seq, pos]
