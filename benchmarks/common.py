@@ -243,6 +243,7 @@ def pipeline_options(engine: str = "fast", name: str | None = None):
                             device=p["device"], progress=False)
     if engine == "reference":
         opts.precision, opts.dna_batch_tokens, opts.esm_batch_tokens = "fp32", 1, 2048
+        opts.row_blocks = False  # (an attribute older commits do not read)
     return opts
 
 

@@ -74,3 +74,21 @@ def test_steps_and_classifier_calls_compute_whole_row_blocks():
     x = torch.arange(12.0).reshape(6, 2)
     y = in_row_blocks(lambda t: seen.append(t.shape[0]) or t * 2, x)
     assert seen == [ROW_BLOCK] and torch.equal(y, x * 2)
+
+
+@pytest.mark.parametrize("row_blocks", [True, False])
+def test_the_reference_engine_keeps_the_original_batches(row_blocks):
+    """Filler blocks are the default engine's; `--engine reference` embeds as the original did
+    (one sequence per DNABERT-S step), so its speed, the suite's yardstick, is not inflated."""
+    from virnucpro import pipeline
+
+    opts = pipeline.Options(random_weights=True, preset="tiny", device="cpu", progress=False,
+                            dna_batch_tokens=1, row_blocks=row_blocks)
+    models = pipeline.load_models(opts)
+    steps = []
+    forward = models.dna.model.embed_packed
+    models.dna.model.embed_packed = lambda t, c, m: steps.append(t.numel()) or forward(t, c, m)
+    seqs = ["ACGTACGTAA", "ACGT"]
+    models.dna.embed(seqs)
+    one_each = sorted((len(t) for t in models.dna.token_lists(seqs)), reverse=True)  # longest first
+    assert steps == ([ROW_BLOCK, ROW_BLOCK] if row_blocks else one_each)

@@ -159,7 +159,7 @@ def _predict(args, out: Path, ranked, inputs) -> int:
         random_weights=args.random_weights, preset=args.preset, device=args.device,
         precision="fp32" if reference else args.precision,
         dna_batch_tokens=1 if reference else args.batch_tokens,
-        esm_batch_tokens=2048 if reference else args.batch_tokens,
+        esm_batch_tokens=2048 if reference else args.batch_tokens, row_blocks=not reference,
         seed=args.seed, progress=not args.no_progress and sys.stderr.isatty(), compile=args.compile)
     started = args.started_unix
     info = {"virnucpro_version": __version__, "commit": package_commit(), "command": sys.argv,

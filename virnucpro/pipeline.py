@@ -44,6 +44,9 @@ class Options:
     # the cores, and with both busy a CPU run's last bits were seen to change from run to run
     # (tests/test_cli.py's pipe tests under load), which resume's byte-identity cannot allow.
     stream: bool | None = None
+    # Steps of whole 1024-token blocks (runner.ROW_BLOCK), so that a row's bits do not follow its
+    # batch; off for the reference engine, which keeps the original's batches as they were.
+    row_blocks: bool = True
 
 
 def streams(opts: Options, device: torch.device) -> bool:

@@ -59,6 +59,7 @@ def load_models(opts: Options) -> Models:
     with clock("load_esm2"):
         protein = embed.load_protein_model(esm_src, device, precision, seed=opts.seed,
                                              batch_tokens=1 if later else opts.esm_batch_tokens, compile=opts.compile)
+    dna.row_blocks = protein.row_blocks = opts.row_blocks
     if warm is not None:
         with clock("warm_dnabert"):
             warm.join()

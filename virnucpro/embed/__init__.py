@@ -70,6 +70,7 @@ class Embedder:
                  batch_tokens: int | None = None, compile: bool = False):
         self.model, self.tokenize, self.device, self.info = model, tokenize, torch.device(device), info
         self.dim = int(info["dim"])
+        self.row_blocks = True  # steps of whole runner.ROW_BLOCKs (off: the reference engine's batches)
         self.batch_tokens = batch_tokens or auto_token_budget(model, self.device)
         if compile:
             compile_layers(model)
@@ -93,7 +94,7 @@ class Embedder:
         def step(batch):
             faults.point("step")
             # token id 0 (<cls>, [UNK]) for the filler: each filler is a sequence of its own
-            tokens, cu, max_len = pack(filled(batch), self.device, pin=pin)
+            tokens, cu, max_len = pack(filled(batch) if self.row_blocks else batch, self.device, pin=pin)
             return self.model.embed_packed(tokens, cu, max_len)[: len(batch)]
 
         while True:
