@@ -146,6 +146,8 @@ def test_cpu_runs_take_a_power_of_two_of_the_cores_they_are_given(monkeypatch):
         assert settings.cpu_threads(processes) == threads, (cores, processes)
     monkeypatch.undo()
     assert 1 <= settings.usable_cores() <= len(os.sched_getaffinity(0))
+    monkeypatch.setenv("OMP_NUM_THREADS", "1")  # a user's limit stands
+    assert settings.usable_cores() == 1 and settings.cpu_threads() == 1
 
 
 def test_each_feature_row_is_its_own_orfs_embedding(baseline):

@@ -44,7 +44,7 @@ def apply_process_defaults() -> None:
 
 def usable_cores() -> int:
     """Cores this process may run on: its CPU affinity, within its cgroup's CPU quota (a container
-    or a batch job's allocation), not every core of the host."""
+    or a batch job's allocation) and OMP_NUM_THREADS where set, not every core of the host."""
     cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
     try:
         quota, period = open("/sys/fs/cgroup/cpu.max").read().split()[:2]
@@ -52,6 +52,9 @@ def usable_cores() -> int:
             cores = min(cores, -(-int(quota) // int(period)))
     except (OSError, ValueError):
         pass  # no cgroup v2 quota visible: the affinity alone
+    asked = os.environ.get("OMP_NUM_THREADS", "")
+    if asked.isdigit() and int(asked) > 0:  # a user's or a scheduler's own limit
+        cores = min(cores, int(asked))
     return max(1, cores)
 
 
