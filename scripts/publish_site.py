@@ -308,7 +308,9 @@ def publish(args) -> dict:
     if clash:
         raise PublishError(f"{args.local}: machine name(s) {', '.join(sorted(clash))} belong to the committed "
                            "history: measure under another name (make bench BENCH_MACHINE=...)")
-    benchmarks = next((d / "benchmarks.json" for d in (args.results, args.local)
+    # This machine's benchmarks.json, where it ran the suite, describes the suite of this checkout:
+    # history measured under older benchmark versions is then left undrawn, as asv leaves it.
+    benchmarks = next((d / "benchmarks.json" for d in (args.local, args.results)
                        if (d / "benchmarks.json").is_file() and (history if d == args.results else local)), None)
     if benchmarks is None:
         raise PublishError(f"no results to publish in {args.results} or {args.local}")
@@ -324,8 +326,10 @@ def publish(args) -> dict:
         # The grid's thumbnails show the history only: this machine's values would end every line.
         stage(work / "history", benchmarks, history)
         asv_publish(args.repo, work / "history", work / "history-html", work)
-        shutil.rmtree(args.html / "graphs" / "summary")
-        shutil.copytree(work / "history-html" / "graphs" / "summary", args.html / "graphs" / "summary")
+        summary = work / "history-html" / "graphs" / "summary"
+        if summary.is_dir():  # none where the whole history predates this suite's versions
+            shutil.rmtree(args.html / "graphs" / "summary")
+            shutil.copytree(summary, args.html / "graphs" / "summary")
     index = read_json(args.html / "index.json")
     local_names = {p.name for p in local}
     found = find_regressions(index, args.html, cfg)

@@ -171,10 +171,10 @@ HISTORY = {
 REGRESSIONS = {("track_throughput", ("esm2", 1)), ("track_mfu", ("dnabert", 1)), ("time_predict", (1, False))}
 
 
-def meta(name):
+def meta(name, version="v1"):
     names, values, kind, unit = SUITE[name]
     return {"name": name, "param_names": names, "params": [[repr(v) for v in vs] for vs in values],
-            "type": kind, "unit": unit, "version": "v1"}
+            "type": kind, "unit": unit, "version": version}
 
 
 def git_history(repo: Path, n: int) -> list:
@@ -188,9 +188,9 @@ def git_history(repo: Path, n: int) -> list:
                           text=True, check=True).stdout.split()
 
 
-def write_results(results: Path, machine: dict, commits: list, value):
+def write_results(results: Path, machine: dict, commits: list, value, version="v1"):
     """value(name, params, i) for the i-th commit; NaN where nothing is measured."""
-    asv_util.write_json(results / "benchmarks.json", {n: meta(n) for n in SUITE}, api_version=2)
+    asv_util.write_json(results / "benchmarks.json", {n: meta(n, version) for n in SUITE}, api_version=2)
     asv_util.write_json(results / machine["machine"] / "machine.json", machine, api_version=1)
     for i, commit in commits:
         run = asv_results.Results({**machine, "python": "3.11"}, {}, commit, 1_767_225_600_000 + i * 3_600_000,
@@ -198,7 +198,8 @@ def write_results(results: Path, machine: dict, commits: list, value):
         for name, (_, values, _, _) in SUITE.items():
             combos = list(itertools.product(*values)) or [()]
             result = [value(name, c, i) for c in combos]
-            run.add_result(meta(name), BenchmarkResult(result, [None] * len(result), [None] * len(result), 0, "", None),
+            run.add_result(meta(name, version), BenchmarkResult(result, [None] * len(result), [None] * len(result), 0,
+                                                                "", None),
                            started_at=datetime.datetime(2026, 1, 1, tzinfo=datetime.timezone.utc))
         run.save(str(results))
 
@@ -303,6 +304,23 @@ def test_every_gpu_host_kind_is_published_apart(crafted):
     assert set(per_machine) == {"machine-gpubox", "machine-h100-x1"}
     assert per_machine["machine-h100-x1"] <= {1000.0 + i for i in range(len(commits))}  # only its own values
     assert per_machine["machine-h100-x1"] and not per_machine["machine-gpubox"] & per_machine["machine-h100-x1"]
+
+
+def test_this_machines_results_of_a_newer_suite_are_published(crafted):
+    """Benchmark versions moved on since the history was measured: this machine's results, of the
+    checkout's suite, are drawn; the older history is left undrawn (its versions differ), and the
+    publish does not fail on a history with no current graph."""
+    tmp_path, commits = crafted
+    cpu = {**GPU_MACHINE, "machine": "laptop", "gpu": "none", "num_gpus": "0"}
+    write_results(tmp_path / "local", cpu, [(N - 1, commits[-1])], lambda n, p, i: 5.0, version="v2")
+    code, site = publish(tmp_path, "--results", str(tmp_path / "results"), "--repo", str(tmp_path / "repo"),
+                         "--local", str(tmp_path / "local"))
+    assert code == 0
+    index = json.loads((site / "index.json").read_text())
+    assert index["benchmarks"]["bench.Stages.track_mfu"]["version"] == "v2"
+    drawn = {next(part for part in p.parts if part.startswith("machine-"))
+             for p in (site / "graphs").rglob("bench.Stages.track_mfu.json") if "summary" not in p.parts}
+    assert drawn == {"machine-laptop"}
 
 
 def test_this_machine_is_kept_apart(crafted):
