@@ -76,12 +76,7 @@ def _one_gpu(stage, source, p, seqs, peak):
     load = embed.load_dna_model if stage == "dnabert" else embed.load_protein_model
     embedder = load(source, p["device"], "bf16" if cuda else "fp32")
     perf.warm_up(embedder, seqs)
-    monitor = perf.start_monitor(sampling.METHOD["nvml_interval_s"]) if cuda else None
-    try:
-        r = sampling.gpu_stage(stage, embedder, seqs, monitor)
-    finally:
-        if monitor is not None:
-            monitor.stop()
+    r = sampling.monitored_stage(stage, embedder, seqs)
     if peak:
         r["mfu"] = [f / peak for f in r["flops_per_second"]]
     del embedder
@@ -125,7 +120,7 @@ setup_cache.timeout = common.timeout()
 def _get(cache, stage, n, key):
     value = cache.get((stage, n), {}).get(key)
     values = value if isinstance(value, list) else [value]
-    if value is None or not values or any(v is None or (isinstance(v, float) and math.isnan(v)) for v in values):
+    if not values or any(v is None or (isinstance(v, float) and math.isnan(v)) for v in values):
         raise NotImplementedError(f"{key} of {stage} on {n} GPU(s) not measured on this host")
     return sampling.asv_samples(value) if isinstance(value, list) else value
 

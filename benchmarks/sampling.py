@@ -142,3 +142,17 @@ def gpu_stage(stage: str, embedder, seqs, monitor=None) -> dict:
     if monitor is not None:
         out.update(gpu_util_percent=util, nvml_samples=nvml)
     return out
+
+
+def monitored_stage(stage: str, embedder, seqs) -> dict:
+    """gpu_stage under an NVML monitor where the embedder is on a GPU (after the caller's warm-up):
+    the one way the suite and scripts/gpu_report.py sample a stage."""
+    from virnucpro import perf
+
+    cuda = embedder.device.type == "cuda"
+    monitor = perf.start_monitor(METHOD["nvml_interval_s"]) if cuda else None
+    try:
+        return gpu_stage(stage, embedder, seqs, monitor)
+    finally:
+        if monitor is not None:
+            monitor.stop()

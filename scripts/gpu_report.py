@@ -45,13 +45,8 @@ def stage_alone(stage, embedder, seqs, peak):
     """The stage sampled as the asv suite samples it (benchmarks/sampling.py): medians of >= 5
     passes, NVML read >= 100 times, the profiler's kernel-busy share of one more pass."""
     perf.warm_up(embedder, seqs)
-    monitor = perf.start_monitor(sampling.METHOD["nvml_interval_s"])
     graphs = perf.compiled_graphs()
-    try:
-        r = sampling.gpu_stage(stage, embedder, seqs, monitor)
-    finally:
-        if monitor:
-            monitor.stop()
+    r = sampling.monitored_stage(stage, embedder, seqs)
     d = {"stage": stage, "items": len(seqs), "samples": len(r["seconds"]),
          "seconds": float(np.median(r["seconds"])),
          **{k: float(np.median(r[k])) for k in ("items_per_second", "tokens_per_second")},

@@ -13,14 +13,10 @@ A=$1; B=$2; deadline=${3:-525}
 mkdir -p .hist && cp .hist/in/repo.bundle .hist/repo.bundle
 ST='^bench_stages\.(TrackTranslate\.|.*, 1\)$)'
 PR='^bench_predict\.(TimeStartup\.time_startup\(1\)|TimePredict\.time_predict\(1, True\)|TrackPredictThroughput\.track_predict_throughput\(1\))$'
-if ! git rev-parse HEAD >/dev/null 2>&1; then  # a copied tree without .git (as gpu_session.sh does)
-  rm -rf .git; git init -q && git fetch -q .hist/repo.bundle main:main && git symbolic-ref HEAD refs/heads/main && git reset -q
-fi
-git fetch -q .hist/repo.bundle '+refs/heads/*:refs/remotes/bundle/*' 2>/dev/null || true
-earlier=$(git rev-list --first-parent -14 "$A~1")
+# A~k is the k-th first-parent ancestor: gpu_session.sh resolves it once it has the bundle's history.
 items=("$A:$ST@.hist/runs/A1")
-for c in $earlier; do items+=("$c:$ST"); done
+for k in $(seq 1 14); do items+=("$A~$k:$ST"); done
 items+=("$B:$ST@.hist/runs/B1" "$A:$ST@.hist/runs/A2" "$A:$ST@.hist/runs/A3" "$A:$ST@.hist/runs/A4" "$A:$ST@.hist/runs/A5")
-for c in $A $(git rev-list --first-parent -4 "$A~1"); do items+=("$c:$PR"); done
+for k in 0 1 2 3 4; do items+=("$A~$k:$PR"); done
 RESULTS_DIR=.hist/results bash scripts/gpu_session.sh auto "$deadline" "${items[@]}"
 tar czf "$OUT/hist.tgz" .hist/results .hist/runs 2>/dev/null
