@@ -5,13 +5,16 @@ every time) this process passes POINT, it does ACTION.  Counting per process kee
 fault reproducible however many ranks run.  Points: chunking, dnabert, esm2, predict
 (after each stage of one ORF range), checkpoint (a range's file is written but not yet
 renamed into place), merge, write (result files half written), step (one forward step).
-Actions: kill (SIGKILL, the default), stop (SIGSTOP), raise, enospc, oom.
+Actions: kill (SIGKILL, the default), stop (SIGSTOP), raise, enospc, oom, and sleepS, which
+sleeps S seconds (esm2:*:sleep0.3: every ESM-2 range takes 0.3 s more), so that a test or
+scripts/probes/validate_replay.py gives ranges known durations or makes one rank slow.
 """
 from __future__ import annotations
 
 import errno
 import os
 import signal
+import time
 from collections import Counter
 
 from virnucpro import settings
@@ -52,5 +55,11 @@ def _act(action: str, name: str, path) -> None:
         import torch
 
         raise torch.cuda.OutOfMemoryError(f"injected out of memory at {name}")
+    elif action.startswith("sleep"):
+        try:
+            seconds = float(action[len("sleep"):])
+        except ValueError:
+            raise ValueError(f"{ENV}: {action!r}: expected sleep and seconds, like sleep0.3") from None
+        time.sleep(seconds)
     else:
         raise ValueError(f"{ENV}: unknown action {action!r}")
