@@ -6,6 +6,7 @@ import json
 import os
 import shutil
 import subprocess
+import time
 from collections import Counter
 from collections.abc import Iterator
 from pathlib import Path
@@ -108,6 +109,7 @@ def write_result_dir(out_root: Path, data, pred, run_info: dict, random_weights:
     else in the way is an InputError."""
     if not owned.plain_name(data.stem):
         raise InputError(f"{owned.shown(data.path)}: '{owned.shown(data.stem)}' cannot name a result folder")
+    began = time.perf_counter()
     run = _run_id(out_root)
     final = out_root / data.stem
     tmp = out_root / DIR / "partial" / f"{data.stem}.{os.getpid()}"
@@ -115,7 +117,7 @@ def write_result_dir(out_root: Path, data, pred, run_info: dict, random_weights:
         with writing(tmp):
             shutil.rmtree(tmp, ignore_errors=True)
             tmp.mkdir(parents=True)
-            viral = _write_files(tmp, data, pred, run_info, random_weights, keep_intermediate)
+            viral = _write_files(tmp, data, pred, run_info, random_weights, keep_intermediate, began)
             owned.stamp(tmp, run)
             for p in tmp.rglob("*"):
                 if p.is_file():
@@ -144,7 +146,8 @@ def _run_id(out_root: Path) -> str | None:
     return m.get("run") if isinstance(m, dict) else None
 
 
-def _write_files(tmp: Path, data, pred, run_info: dict, random_weights: bool, keep_intermediate: bool) -> int:
+def _write_files(tmp: Path, data, pred, run_info: dict, random_weights: bool, keep_intermediate: bool,
+                 began: float | None = None) -> int:
     """The result files; returns the number of chunks called viral."""
     with open(tmp / "prediction_results.txt", "w") as f:
         f.write("Sequence_ID\tPrediction\tscore1\tscore2\n")
@@ -187,6 +190,9 @@ def _write_files(tmp: Path, data, pred, run_info: dict, random_weights: bool, ke
         "rna_bases_read_as_t": getattr(data, "rna_bases", 0),
     }
     info = {**run_info, "input": str(data.path.resolve()), "counts": counts}
+    if isinstance(info.get("seconds"), dict) and began is not None:
+        # the files up to this one: what an input's writing costs (replay.py), less the fsyncs
+        info["seconds"] = {**info["seconds"], "write_results": round(time.perf_counter() - began, 4)}
     if random_weights:
         info["warning"] = RANDOM_WARNING
     with open(tmp / "run.json", "w") as f:

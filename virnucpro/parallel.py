@@ -107,6 +107,11 @@ def barrier(r: Rank) -> None:
         dist.barrier()
 
 
+def timeout_seconds() -> float:
+    """How long a collective may wait for a peer before it fails (torch's default for a group)."""
+    return dist.default_pg_timeout.total_seconds()
+
+
 def close_group() -> None:
     if dist.is_initialized():
         dist.destroy_process_group()

@@ -9,6 +9,7 @@ checkpoint.py), each scored as soon as its chunks are translated and saved as so
 """
 from __future__ import annotations
 
+import threading
 import time
 from concurrent.futures import ThreadPoolExecutor, wait
 from contextlib import nullcontext
@@ -17,7 +18,7 @@ from pathlib import Path
 
 import torch
 
-from virnucpro import checkpoint, embed, faults, parallel, perf, settings, trace  # noqa: F401
+from virnucpro import checkpoint, embed, faults, parallel, perf, settings, trace, workqueue  # noqa: F401
 from virnucpro.inputs import SKIP_EMPTY, SKIP_NO_ORF, InputData, StageClock, output_stem, prepare, read_inputs  # noqa: F401
 from virnucpro.scoring import (Models, NonFiniteError, Prediction, _bar, _classify, classify, load_models,  # noqa: F401
                                resolve_precision)
@@ -84,43 +85,7 @@ class _Done:
         return self.value
 
 
-def _score_ranges(data: InputData, stream: RangeStream, mine, models: Models, store: checkpoint.Store,
-                  progress: bool, clock: StageClock, keep: bool, main: bool, ahead: bool) -> int:
-    """Scores this rank's ranges as they come out of translation; returns how many were reused
-    from an earlier run's files instead.  `ahead`: one thread reads and tokenises the next range
-    while this one is on the GPU, which would otherwise wait for the host between ranges."""
-    reused, mine = 0, list(mine)
-    with ThreadPoolExecutor(max_workers=1, thread_name_prefix="virnucpro-tokenize") if ahead else nullcontext() as pool, \
-            _bar(None, "DNABERT-S", "ORF", progress) as dbar, _bar(None, "ESM-2", "ORF", progress) as pbar:
-        def take(i):
-            args = (data, stream, i, models, store, keep)
-            return pool.submit(_take, *args) if ahead else _Done(_take(*args))
-
-        try:
-            coming = take(mine[0]) if mine else None
-            for k in range(len(mine)):
-                with clock("wait_for_translation"):
-                    got = coming.result()
-                if k + 1 < len(mine):
-                    coming = take(mine[k + 1])
-                if got is None:
-                    continue
-                a, b, orfs, tokens = got
-                if orfs is None:
-                    reused += 1
-                    continue
-                part = _classify(orfs, models, clock, dbar.update, pbar.update, tokens=tokens)
-                with clock("checkpoint"):
-                    store.save(data, a, b, part, keep, orfs)
-                    if main:
-                        store.note(data.stem)
-        except BaseException:
-            stream.cancel()  # the range being read ahead stops waiting, and so does translation
-            raise
-    return reused
-
-
-def _agree_on_budgets(models: Models, opts: Options, store: checkpoint.Store, r: parallel.Rank) -> None:
+def _agree_on_budgets(models: Models, opts: Options, store: checkpoint.Store, r: parallel.Rank) -> dict:
     """An automatic token budget depends on free GPU memory, and batches of another size round
     differently.  So every rank, and every resume, uses the budget rank 0 chose first (kept in
     the manifest): a range then gets the same batches whoever computes it."""
@@ -132,8 +97,14 @@ def _agree_on_budgets(models: Models, opts: Options, store: checkpoint.Store, r:
             chosen.setdefault(k, e.batch_tokens)
         store.write_manifest()
     chosen = parallel.broadcast(store.manifest.get("auto_batch_tokens", {}) if r.is_main else None, r)
-    for k, e in auto.items():
-        e.batch_tokens = chosen[k]
+    _use_budgets(models, opts, chosen)
+    return chosen
+
+
+def _use_budgets(models: Models, opts: Options, chosen: dict) -> None:
+    for k, e, given in (("dnabert", models.dna, opts.dna_batch_tokens), ("esm2", models.protein, opts.esm_batch_tokens)):
+        if given is None:
+            e.batch_tokens = chosen[k]
 
 
 class Engine:
@@ -163,9 +134,10 @@ class Engine:
                     d.release()
 
     def run(self, paths: list, out: Path, run_info: dict, keep_intermediate: bool = False) -> list[str]:
-        """Predict every input; called once per rank.  Rank 0 decides which ranges are still to
-        do and deals them out, every rank saves what it scores, rank 0 merges the saved ranges
-        and writes the results.  Returns, on rank 0, one summary line per input."""
+        """Predict every input; called once per rank.  Every range of every input still to do
+        is in one queue (workqueue.py), in input order; each rank takes the next free range,
+        scores it (or finds it saved by an earlier run) and saves it; rank 0 merges and writes
+        each input once all its ranges are saved.  Returns, on rank 0, one summary line per input."""
         opts, r = self.opts, self.rank
         parallel.init_group(r, opts.device == "cuda" or (opts.device == "auto" and torch.cuda.is_available()))
         trace.mark("process_group")
@@ -176,100 +148,244 @@ class Engine:
         store.manifest = parallel.broadcast(store.read_manifest() if r.is_main else None, r)
         # The command has read and validated the inputs once; a caller may still pass paths.
         inputs = [p if isinstance(p, InputData) else read_inputs([p])[0] for p in paths]
-        clocks = [StageClock() for _ in inputs]
-        lines, first = [], time.perf_counter()
-        # One thread reads, chunks and translates the inputs in turn, and hands each range over
-        # as soon as its chunks are translated: the models load while the first range is
-        # prepared, and the GPU scores it while later ones are.
-        with ThreadPoolExecutor(max_workers=1, thread_name_prefix="virnucpro-prepare") as pool:
-            def submit(k):
-                data = inputs[k]
-                stream = RangeStream(store.ranges(data.chunk_count(opts.chunk_len)))
-                clock = StageClock()  # the other thread's stages: a clock is used by one thread at a time
-                return stream, clock, pool.submit(_produce, data, opts.chunk_len, clock,
-                                                  store.spool_dir(data.stem, r.rank), keep_intermediate, stream)
-
-            coming = submit(0) if inputs else None
-            if inputs:
-                self._load(store)
-            for k, data in enumerate(inputs):
-                t0 = time.perf_counter()
-                prepared = coming
-                if k + 1 < len(inputs):
-                    coming = submit(k + 1)  # starts once this input is translated
-                try:
-                    line = self._input(data, prepared, clocks[k], (first, t0), store, run_info, keep_intermediate,
-                                       out)
-                finally:
-                    prepared[0].cancel()
-                    wait([prepared[2]])
-                    if data.spool is not None:
-                        data.spool.remove()
-                if line:
-                    lines.append(line)
-                if not self.persistent:
-                    self.models = None  # each input loads its own, as --no-persistent-models asks
+        finished = parallel.broadcast([store.finished(d.stem) for d in inputs] if r.is_main else None, r)
+        layouts = [store.ranges(d.chunk_count(opts.chunk_len)) for d in inputs]
+        todo = [k for k in range(len(inputs)) if not finished[k]]
+        if r.is_main:
+            for k in todo:
+                store.start(inputs[k].stem, layouts[k][-1][1] if layouts[k] else 0, len(layouts[k]))
+        self._calls = getattr(self, "_calls", 0) + 1
+        origin = parallel.broadcast(time.time() if r.is_main else None, r)
+        queue = workqueue.Queue(r.rank, r.world, f"virnucpro/{store.manifest['run']}/{self._calls}",
+                                parallel.timeout_seconds())
+        run = _Run(self, store, out, inputs, layouts, todo, queue, origin, started, run_info, keep_intermediate)
+        try:
+            run.serve()
+        finally:
+            run.close()
         parallel.barrier(r)
-        return lines
+        if not r.is_main:
+            return []
+        return [f"{d.path}: finished by an earlier run -> {out / d.stem}" if finished[k] else run.lines[k]
+                for k, d in enumerate(inputs)]
 
     def _load(self, store: checkpoint.Store) -> None:
+        """The models, and the token budgets all ranks agree on: collective, once per run."""
         if self.models is None:
-            self.models = load_models(self.opts)
-            if self.models.device.type == "cpu":  # the ranks of a node share its cores
-                torch.set_num_threads(settings.cpu_threads(self.rank.world))
-        _agree_on_budgets(self.models, self.opts, store, self.rank)
+            self._reload()
+        self._budgets = _agree_on_budgets(self.models, self.opts, store, self.rank)
 
-    def _input(self, data: InputData, prepared, clock: StageClock, started: tuple[float, float], store,
-               run_info: dict, keep_intermediate: bool, out: Path):
-        """Score one prepared input (this rank's ranges) and, on rank 0, merge and write its
-        results; returns rank 0's summary line."""
+    def _reload(self) -> None:
+        self.models = load_models(self.opts)
+        if self.models.device.type == "cpu":  # the ranks of a node share its cores
+            torch.set_num_threads(settings.cpu_threads(self.rank.world))
+        if getattr(self, "_budgets", None) is not None:
+            _use_budgets(self.models, self.opts, self._budgets)
+
+
+class _Run:
+    """One call of Engine.run on one rank: the queue's order, this rank's share of it, and on rank 0
+    the writing of each input as soon as it is complete: in a thread while this rank scores when
+    there are several ranks; with one, right after the input's last range, as a run always did."""
+
+    def __init__(self, engine: Engine, store, out, inputs, layouts, todo, queue, origin, started, run_info, keep):
+        self.engine, self.store, self.out, self.inputs, self.layouts = engine, store, out, inputs, layouts
+        self.queue, self.origin, self.run_info, self.keep = queue, origin, run_info, keep
+        self.r = engine.rank
+        self.order = [(k, i) for k in todo for i in range(len(layouts[k]))]
+        self.first_item = {k: next(q for q, (j, _) in enumerate(self.order) if j == k) for k in todo if layouts[k]}
+        self.todo = todo
+        self.before_queue = round(origin - started, 3) if started else None  # start-up, before any range
+        self.clocks = {k: StageClock() for k in todo}
+        self.preps: dict = {}  # input -> (RangeStream, its StageClock, the future of its preparation)
+        self.lines: dict = {}
+        self.written = 0  # of `todo`, by write_ready
+        self.released: set = set()
+        self.stop = threading.Event()
+        self.lock = threading.Lock()  # the prepared inputs, and the manifest (rank 0's two threads)
+        self.t_first = time.perf_counter()
+        self.pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="virnucpro-prepare")
+
+    def prepared(self, k: int):
+        """Input k's preparation, submitted with those before it and the next: one thread reads,
+        chunks and translates the inputs in turn, each handing its ranges over as they are done."""
+        with self.lock:
+            upto = [j for j in self.todo if j <= k]
+            upto += [j for j in self.todo if j > k][:1]
+            for j in upto:
+                if j not in self.preps:
+                    data = self.inputs[j]
+                    stream = RangeStream(self.layouts[j])
+                    clock = StageClock()  # the other thread's stages: a clock is used by one thread at a time
+                    self.preps[j] = (stream, clock, self.pool.submit(
+                        _produce, data, self.engine.opts.chunk_len, clock,
+                        self.store.spool_dir(data.stem, self.r.rank), self.keep, stream))
+            return self.preps[k]
+
+    def release(self, k: int) -> None:
+        """This rank is done with input k: its preparation stops and its spool goes."""
+        with self.lock:
+            if k in self.released or k not in self.preps:
+                return
+            self.released.add(k)
+        stream, _, fut = self.preps[k]
+        stream.cancel()
+        wait([fut])
+        if self.inputs[k].spool is not None:
+            self.inputs[k].spool.remove()
+
+    def close(self) -> None:
+        self.stop.set()
+        for k in list(self.preps):
+            self.release(k)
+        self.pool.shutdown()
+
+    def serve(self) -> list:
+        engine, r = self.engine, self.r
+        if self.order:
+            self.prepared(self.order[0][0])
+        if self.todo:
+            engine._load(self.store)  # while the first input is prepared
+        writer = None
+        with ThreadPoolExecutor(max_workers=1, thread_name_prefix="virnucpro-write") if r.is_main and r.world > 1 \
+                else nullcontext() as writing:
+            if writing is not None:
+                writer = writing.submit(self.write_all)
+            try:
+                self.score(writer)
+                if writer is not None:
+                    writer.result()
+                elif self.r.is_main:
+                    self.write_ready()
+            except BaseException:
+                self.stop.set()
+                raise
+
+    def write_all(self) -> None:
+        for k in self.todo:
+            self.write(k)
+
+    def write_ready(self) -> None:
+        """One process: every input whose ranges are all saved, in order, before the next range."""
+        while self.written < len(self.todo):
+            k = self.todo[self.written]
+            if self.queue.count(k) < len(self.layouts[k]):
+                return
+            self.write(k)
+            self.written += 1
+
+    def score(self, writer) -> None:
+        """Takes ranges off the queue until none is left.  `ahead` (streamed runs): the next range
+        is taken and read and tokenised in a thread while this one is on the GPU."""
+        engine, opts, r, store = self.engine, self.engine.opts, self.r, self.store
+        ahead = streams(opts, engine.models.device) if engine.models is not None else False
+        self.ahead = ahead
+        progress = opts.progress and r.is_main
+        last = None
+        with ThreadPoolExecutor(max_workers=1, thread_name_prefix="virnucpro-tokenize") if ahead else nullcontext() as pool, \
+                _bar(None, "DNABERT-S", "ORF", progress) as dbar, _bar(None, "ESM-2", "ORF", progress) as pbar:
+            def claim():
+                q = self.queue.take()
+                if q >= len(self.order):
+                    return None
+                k, i = self.order[q]
+                stream, _, fut = self.prepared(k)
+                if not streams(opts, engine.models.device):
+                    fut.result()  # on the CPU an input is translated before it is scored
+                args = (self.inputs[k], stream, i, engine.models, store, self.keep)
+                return q, time.time(), pool.submit(_take, *args) if ahead else _Done(_take(*args))
+
+            if writer is None and r.is_main:
+                self.write_ready()  # inputs without a range (no chunk) ahead of the first range
+            coming = claim()
+            while coming is not None:
+                if writer is not None and writer.done():
+                    writer.result()  # rank 0's writing failed: the run fails now
+                q, claimed, got = coming
+                k, i = self.order[q]
+                if k != last:
+                    if last is not None and not r.is_main:
+                        self.release(last)  # the queue is in input order: this rank needs it no more
+                    if last is not None and not engine.persistent:
+                        engine._reload()  # each input loads its own, as --no-persistent-models asks
+                    last = k
+                data, clock, stream = self.inputs[k], self.clocks[k], self.preps[k][0]
+                t0 = time.time()
+                try:
+                    with clock("wait_for_translation"):
+                        got = got.result()
+                    coming = claim() if ahead else None
+                    record = {"item": q, "range": list(self.layouts[k][i]), "rank": r.rank}
+                    if got is None:
+                        record.update(orfs=0, skipped=True)
+                    else:
+                        a, b, orfs, tokens = got
+                        record.update(orfs=b - a, reused=orfs is None)
+                        if orfs is not None:
+                            record["esm2_tokens"] = sum(map(len, tokens[1]))
+                            part = _classify(orfs, engine.models, clock, dbar.update, pbar.update, tokens=tokens)
+                            with clock("checkpoint"):
+                                store.save(data, a, b, part, self.keep, orfs)
+                                if r.is_main:
+                                    with self.lock:
+                                        store.note(data.stem)
+                except BaseException:
+                    stream.cancel()  # the range being read ahead stops waiting, and so does translation
+                    raise
+                t1 = time.time()
+                record.update(claimed=round(claimed - self.origin, 4), start=round(t0 - self.origin, 4),
+                              end=round(t1 - self.origin, 4))
+                self.queue.done(k, q, record)
+                if writer is None and r.is_main:
+                    self.write_ready()  # one process: the input's last range was this one
+                if not ahead:
+                    coming = claim()
+
+    def write(self, k: int) -> None:
+        """Rank 0: input k's results, once every one of its ranges is saved."""
         from virnucpro.outputs import write_result_dir
 
-        r = self.rank
-        stream, prep_clock, translated = prepared
-        if parallel.broadcast(store.finished(data.stem) if r.is_main else None, r):
-            return f"{data.path}: finished by an earlier run -> {out / data.stem}" if r.is_main else None
-        if r.is_main:
-            store.start(data.stem, stream.spans[-1][1] if stream.spans else 0, len(stream.spans))
-        if self.models is None:
-            self._load(store)
-        models = self.models
-        mine = range(r.rank, len(stream.spans), r.world)
-        streamed = streams(self.opts, models.device)
-        if not streamed:
-            translated.result()
-        reused = _score_ranges(data, stream, mine, models, store, self.opts.progress and r.is_main, clock,
-                               keep_intermediate, r.is_main, ahead=streamed)
-        translated.result()  # every chunk cut and listed, on every rank
-        per_rank = parallel.gather((clock.seconds, reused), r)
-        if not r.is_main:
-            return None
+        engine, store, data, clock = self.engine, self.store, self.inputs[k], self.clocks[k]
+        n = len(self.layouts[k])
+        self.queue.wait_done(k, n, self.stop, f"input {data.path}")
+        stream, prep_clock, translated = self.prepared(k)
+        translated.result()  # every chunk cut and listed
+        t0 = time.perf_counter()
+        first = self.first_item.get(k)
+        records = self.queue.records(range(first, first + n)) if n else []
+        models = engine.models
         with clock("gather"):
-            spans = [(x.start, x.stop) for x in map(stream.wait, range(len(stream.spans))) if x.stop > x.start]
-            cols = store.load(data, spans, models.dna.dim + models.protein.dim, keep_intermediate)
+            spans = [(x.start, x.stop) for x in map(stream.wait, range(n)) if x.stop > x.start]
+            cols = store.load(data, spans, models.dna.dim + models.protein.dim, self.keep)
         faults.point("merge")
         pred = Prediction(cols["logits"], cols["probs"], cols["features"])
         seconds = {**models.seconds, **prep_clock.seconds, **clock.seconds}
-        if r.world > 1:
-            seconds["per_rank"] = [s for s, _ in per_rank]
-        first, t0 = started  # perf_counter at the first input, and at this one
-        info = {**run_info, "device": str(models.device), "weights": models.weights, "world_size": r.world,
-                "persistent_models": self.persistent,
+        begun = min((x["start"] for x in records), default=None)
+        info = {**self.run_info, "device": str(models.device), "weights": models.weights, "world_size": self.r.world,
+                "persistent_models": engine.persistent,
                 "batch_tokens": {"dnabert": models.dna.batch_tokens, "esm2": models.protein.batch_tokens},
-                "checkpoint": {"ranges": len(stream.spans), "reused": sum(n for _, n in per_rank)},
+                "checkpoint": {"ranges": n, "reused": sum(bool(x.get("reused")) for x in records)},
                 # by this process so far: more than after the first input means a recompilation
                 "compiled_graphs": perf.compiled_graphs(),
                 "seconds": {k: (round(v, 4) if isinstance(v, float) else v) for k, v in seconds.items()},
-                "total_seconds": round(time.perf_counter() - t0, 3),
+                # from this input's first range taken to its results (inputs overlap in the queue)
+                "total_seconds": round(time.time() - self.origin - begun, 3) if begun is not None else
+                round(time.perf_counter() - t0, 3),
                 # from the first input's scoring (after start-up) to this input's results
-                "seconds_since_first_input": round(time.perf_counter() - first, 3)}
-        final, viral = write_result_dir(out, data, pred, info, models.random, keep_intermediate)
+                "seconds_since_first_input": round(time.perf_counter() - self.t_first, 3),
+                # what virnucpro/replay.py replays: times in seconds from the queue's start
+                "queue": {"ranks": self.r.world, "ahead": bool(getattr(self, "ahead", False)),
+                          "before_queue_seconds": self.before_queue, "index": k, "first_item": first,
+                          "merge_seconds": round(time.perf_counter() - t0, 4), "ranges": records}}
+        final, viral = write_result_dir(self.out, data, pred, info, models.random, self.keep)
         trace.mark("results_written")
-        store.finish(data.stem, len(data.orfs))
-        self.history.append({"stem": data.stem, "orfs": len(data.orfs), "seconds": info["total_seconds"],
-                             "esm_tokens": data.protein_tokens, "stage_seconds": clock.seconds})
-        return (f"{data.path}: {len(data.records)} sequences, {len(data.chunks)} chunks, {len(data.orfs)} ORFs, "
-                f"{viral} chunks called viral, {len(data.skipped)} skipped -> {final}")
+        with self.lock:
+            store.finish(data.stem, len(data.orfs))
+        engine.history.append({"stem": data.stem, "orfs": len(data.orfs), "seconds": info["total_seconds"],
+                               "esm_tokens": data.protein_tokens, "stage_seconds": clock.seconds})
+        self.lines[k] = (f"{data.path}: {len(data.records)} sequences, {len(data.chunks)} chunks, "
+                         f"{len(data.orfs)} ORFs, {viral} chunks called viral, {len(data.skipped)} skipped -> {final}")
+        self.release(k)
 
 
 def run(paths: list, out: Path, opts: Options, run_info: dict, keep_intermediate: bool = False,
