@@ -1,0 +1,70 @@
+"""virnucpro/replay.py: the engine's queue replayed over measured seconds, on synthetic durations
+whose schedules are worked out by hand."""
+import json
+
+import pytest
+
+from virnucpro.replay import Input, measured, replay, speedup
+
+# A: a long range then three short ones; B: two of 2 s.  1 s of start-up before the queue.
+INPUTS = [Input([3, 1, 1, 1], write=0.5), Input([2, 2], write=1)]
+
+
+def test_one_rank_does_everything_in_order_and_writes_between_ranges():
+    s = replay(INPUTS, 1, before=1)
+    assert s.ranges == [(0, 1, 4), (0, 4, 5), (0, 5, 6), (0, 6, 7), (0, 7.5, 9.5), (0, 9.5, 11.5)]
+    assert s.written == [(7, 7.5), (11.5, 12.5)]
+    assert s.wall == 12.5
+
+
+def test_two_ranks_pull_from_one_queue_across_inputs_and_rank_0_writes_in_a_thread():
+    s = replay(INPUTS, 2, before=1)
+    # rank 1 takes the three short ranges while rank 0 is on the long one; B starts when both are free
+    assert s.ranges == [(0, 1, 4), (1, 1, 2), (1, 2, 3), (1, 3, 4), (0, 4, 6), (1, 4, 6)]
+    assert s.written == [(4, 4.5), (6, 7)]
+    assert s.wall == 7
+    assert speedup(INPUTS, 2, before=1) == 12.5 / 7
+
+
+def test_a_rank_that_reads_ahead_holds_its_next_range_while_it_works():
+    s = replay(INPUTS, 2, before=1, ahead=True)
+    # rank 0 took A's second range at 1 s, when it started the long one: it waits for it until 4 s
+    assert s.ranges == [(0, 1, 4), (0, 4, 5), (1, 1, 2), (1, 2, 3), (1, 3, 5), (1, 5, 7)]
+    assert s.written == [(5, 5.5), (7, 8)]
+    assert s.wall == 8
+    # one rank reading ahead: the same as without, writes included
+    assert replay(INPUTS, 1, before=1, ahead=True).wall == 12.5
+
+
+def test_more_ranks_than_ranges_and_an_input_without_ranges():
+    s = replay([Input([2], 0.5), Input([], 0.25), Input([1], 0.5)], 4)
+    assert s.ranges == [(0, 0, 2), (1, 0, 1)]
+    assert s.written == [(2, 2.5), (2.5, 2.75), (2.75, 3.25)]
+    assert s.wall == 3.25
+    with pytest.raises(ValueError, match="at least 1"):
+        replay(INPUTS, 0)
+
+
+def test_measured_reads_the_queue_record_of_every_input_in_queue_order(tmp_path):
+    def run_json(stem, index, first, ranges, merge, write):
+        (tmp_path / stem).mkdir()
+        rec = [{"item": first + i, "start": s, "end": e} for i, (s, e) in enumerate(ranges)]
+        (tmp_path / stem / "run.json").write_text(json.dumps({
+            "checkpoint": {"ranges": len(ranges), "reused": 0}, "seconds": {"write_results": write},
+            "queue": {"ranks": 1, "ahead": False, "before_queue_seconds": 1.5, "index": index, "first_item": first,
+                      "merge_seconds": merge, "ranges": rec[::-1]}}))
+
+    run_json("b_second", 1, 2, [(3.0, 5.0)], 0.25, 0.5)
+    run_json("a_first", 0, 0, [(0.0, 1.0), (1.0, 2.5)], 0.125, 0.25)
+    inputs, before, ahead = measured(tmp_path)
+    assert inputs == [Input([1.0, 1.5], 0.375), Input([2.0], 0.75)]
+    assert (before, ahead) == (1.5, False)
+
+
+def test_measured_refuses_runs_it_cannot_replay(tmp_path):
+    with pytest.raises(ValueError, match="no run.json"):
+        measured(tmp_path)
+    (tmp_path / "x").mkdir()
+    (tmp_path / "x" / "run.json").write_text(json.dumps({"checkpoint": {"reused": 0}}))
+    with pytest.raises(ValueError, match="older version"):
+        measured(tmp_path)
