@@ -1,0 +1,121 @@
+"""One queue of ranges over all inputs (virnucpro/workqueue.py), on CPU workers (gloo): a slow rank
+takes fewer ranges, a dead one fails the run and its saved ranges are reused, and no rank idles
+while ranges remain.  Ranges are given weight with the fault hook's sleep (virnucpro/faults.py)."""
+import json
+import os
+import subprocess
+import sys
+import time
+from collections import Counter
+from pathlib import Path
+
+import pytest
+
+from conftest import DATA, ROOT
+from test_reliability import INPUTS, OPTS, STEMS, assert_same_results, launch, predict, saved
+from virnucpro import checkpoint, faults
+
+
+def timeline(out, stems=STEMS) -> dict:
+    """{stem: its ranges' records from run.json, in queue order}."""
+    return {s: sorted(json.loads((out / s / "run.json").read_text())["queue"]["ranges"], key=lambda x: x["item"])
+            for s in stems}
+
+
+def run_with(out, fault, *extra, inputs=INPUTS, opts=OPTS):
+    p = subprocess.run([sys.executable, "-m", "virnucpro", "predict", *inputs, *opts, "-o", str(out), *extra],
+                       env={**os.environ, faults.ENV: fault}, cwd=ROOT, capture_output=True, text=True, timeout=300)
+    assert p.returncode == 0, p.stderr[-2000:]
+
+
+@pytest.fixture(scope="module")
+def baseline(tmp_path_factory):
+    out = tmp_path_factory.mktemp("base") / "out"
+    assert predict(out) == 0
+    return out
+
+
+def test_the_queue_is_recorded_in_run_json(baseline):
+    for stem, ranges in timeline(baseline).items():
+        run = json.loads((baseline / stem / "run.json").read_text())
+        q = run["queue"]
+        assert len(ranges) == run["checkpoint"]["ranges"] == len(checkpoint.ranges(run["counts"]["chunks"], 9))
+        assert [x["range"] for x in ranges] == [list(r) for r in checkpoint.ranges(run["counts"]["chunks"], 9)]
+        assert [x["item"] for x in ranges] == list(range(q["first_item"], q["first_item"] + len(ranges)))
+        assert {x["rank"] for x in ranges} == {0} and q["ranks"] == 1
+        assert all(x["claimed"] <= x["start"] <= x["end"] for x in ranges)
+        assert sum(x["orfs"] for x in ranges) == run["counts"]["orfs"]
+        assert all(x["esm2_tokens"] > x["orfs"] for x in ranges if x["orfs"])
+        assert q["before_queue_seconds"] > 0 and q["merge_seconds"] >= 0 and run["seconds"]["write_results"] > 0
+    # one process: every range of the first input before any of the second, and in order
+    first, second = timeline(baseline).values()
+    assert first[-1]["end"] <= second[0]["start"]
+
+
+def test_a_slow_rank_takes_fewer_ranges_and_the_results_are_the_same(baseline, tmp_path):
+    out = tmp_path / "out"
+    run_with(out, "esm2:*:sleep0.6@1", "--cpu-workers", "2")
+    ranks = Counter(x["rank"] for ranges in timeline(out).values() for x in ranges)
+    assert ranks[1] < ranks[0], ranks
+    assert_same_results(out, baseline)
+
+
+def test_a_rank_killed_mid_queue_fails_the_run_and_resume_reuses_every_saved_range(baseline, tmp_path):
+    out = tmp_path / "out"
+    t0 = time.monotonic()
+    # rank 0 slowed so that rank 1 surely reaches its second range, where it dies
+    p = launch(out, "esm2:*:sleep0.3@0,esm2:2@1", "--cpu-workers", "2")
+    _, err = p.communicate(timeout=120)  # a survivor waiting forever on the dead rank's count would time out here
+    assert p.returncode == 1 and "worker process 1 was killed by SIGKILL" in err, err[-2000:]
+    assert time.monotonic() - t0 < 90
+    kept = {s: saved(out, s) for s in STEMS if not (out / s).is_dir()}
+    assert sum(map(len, kept.values())) >= 1, kept  # at least rank 1's first range
+    assert predict(out, "--resume") == 0
+    for stem, files in kept.items():
+        run = json.loads((out / stem / "run.json").read_text())
+        assert run["checkpoint"]["reused"] == len(files)
+        assert sum(bool(x.get("reused")) for x in run["queue"]["ranges"]) == len(files)
+    assert_same_results(out, baseline)
+
+
+def test_no_rank_idles_while_ranges_remain_with_inputs_of_very_different_sizes(tmp_path):
+    """One input of 17 ranges, then four of one range each: under a barrier per input a rank
+    would wait for the other at the end of every input; with one queue it goes on."""
+    tiny = []
+    for i in range(4):
+        seq = (DATA / "KK037166.fna").read_text().split("\n", 1)[1].replace("\n", "")[i * 1000:(i + 1) * 1000]
+        tiny.append(tmp_path / f"tiny{i}.fa")
+        tiny[-1].write_text(f">t{i}\n{seq}\n")
+    out = tmp_path / "out"
+    opts = ["-l", "300", "--random-weights", "--preset", "tiny", "--device", "cpu", "--no-progress",
+            "--checkpoint-every", "4"]
+    run_with(out, "esm2:*:sleep0.4", "--cpu-workers", "2", inputs=[str(DATA / "KK037166.fna"), *map(str, tiny)],
+             opts=opts)
+    stems = ["KK037166", *(p.stem for p in tiny)]
+    records = [x for ranges in timeline(out, stems).values() for x in ranges]
+    assert len(records) == 17 + 4
+    last_claim = max(x["claimed"] for x in records)
+    slack = 0.2  # a claim is a store round trip; a range takes over 0.4 s
+    for rank in (0, 1):
+        mine = sorted((x for x in records if x["rank"] == rank), key=lambda x: x["start"])
+        assert len(mine) >= 5
+        gaps = [b["claimed"] - a["end"] for a, b in zip(mine, mine[1:])]
+        assert max(gaps) < slack, (rank, gaps)  # from one range straight to the next, across inputs
+        assert mine[-1]["end"] > last_claim - slack  # busy until the queue ran dry
+    # ranges of the large input and of the tiny ones were scored at the same time
+    assert {x["rank"] for x in records if x["item"] >= 17} == {0, 1}
+
+
+def test_the_replay_validation_runs_at_tiny_size():
+    sys.path.insert(0, str(ROOT / "scripts" / "probes"))
+    try:
+        import validate_replay
+    finally:
+        sys.path.remove(str(ROOT / "scripts" / "probes"))
+    got = validate_replay.validate(sleep=0.05, every=16, workers=(2,), repeat=1)
+    assert [r["workers"] for r in got["runs"]] == [1, 2]
+    assert got["workload"]["ranges"] == 5 + 4  # 67 and 52 chunks in ranges of 16
+    two = got["runs"][1]
+    assert two["predicted_wall"] > 0 and two["measured_wall"] > 0
+    assert two["error"] == pytest.approx(two["predicted_wall"] / two["measured_wall"] - 1, abs=1e-3)
+    assert Path(ROOT / "scripts" / "probes" / "validate_replay.py").is_file()
