@@ -39,15 +39,32 @@ class _OneRun:
     timeout = common.timeout()
 
 
-def _handoff(n_gpus: int) -> Path:
-    """Where time_predict leaves its run's throughput for track_predict_throughput: one run of
-    ~100 s serves both.  Keyed by the asv process (the parent of every benchmark process of one
-    `asv run`) and the package under test, so that no other run's file is ever read."""
+def _handoff(n_gpus: int, what: str = "throughput") -> Path:
+    """Where time_predict leaves its run's throughput for track_predict_throughput, and its 1-GPU
+    run's replayed speedups for track_predicted_speedup: one run of ~100 s serves all three.
+    Keyed by the asv process (the parent of every benchmark process of one `asv run`) and the
+    package under test, so that no other run's file is ever read.  asv runs benchmarks in the
+    order of their names (TimePredict < TrackPredictThroughput < TrackPredictedSpeedup), each
+    class's setup_cache just before its first benchmark: the consumers come after the producer."""
     import virnucpro
 
     package = hashlib.sha256(os.path.dirname(virnucpro.__file__).encode()).hexdigest()[:12]
-    key = f"{os.getppid()}-{package}-{n_gpus}"
+    key = f"{os.getppid()}-{package}-{n_gpus}" + ("" if what == "throughput" else f"-{what}")
     return common.data_root() / "handoff" / f"{key}.json"
+
+
+def _replayed(out: str) -> dict | None:
+    """{n_gpus: speedup} replayed from the 1-GPU run in `out` (virnucpro/replay.py), None for a
+    commit whose runs record no queue (before the replay existed)."""
+    try:
+        from virnucpro import replay
+    except ImportError:
+        return None
+    try:
+        inputs, before, ahead = replay.measured(out)
+    except ValueError:
+        return None
+    return {str(n): replay.speedup(inputs, n, before, ahead) for n in common.N_GPUS if n > 1}
 
 
 class TimePredict(_OneRun):
@@ -75,6 +92,8 @@ class TimePredict(_OneRun):
             path = _handoff(n_gpus)
             path.parent.mkdir(parents=True, exist_ok=True)
             path.write_text(json.dumps({"orfs_per_second": common.run_throughput(self.out)}))
+            if n_gpus == 1:
+                _handoff(1, "replay").write_text(json.dumps(_replayed(self.out)))
         shutil.rmtree(self.out, ignore_errors=True)
 
     def time_predict(self, n_gpus, persistent_models):
@@ -111,6 +130,44 @@ class TrackPredictThroughput(_OneRun):
             return value
         common.run(self.cmd, self.timeout)
         return common.run_throughput(self.out)
+
+
+class TrackPredictedSpeedup(_OneRun):
+    """time_predict's speedup (persistent models) on n_gpus GPUs as virnucpro/replay.py predicts it
+    from the 1-GPU run: each range's measured seconds, the start-up before the queue and each
+    input's merge and write (run.json), replayed with n_gpus ranks pulling from the engine's
+    queue.  A prediction, not a measurement: scripts/check_thresholds.py prints it beside a
+    speedup not measured.  NaN for a commit whose runs record no queue."""
+    params = [[n for n in common.N_GPUS if n > 1]]
+    param_names = ["n_gpus"]
+    unit = "x"
+    version = "1"
+
+    def setup_cache(self):
+        """time_predict's 1-GPU run when it ran in this `asv run`, else a run of its own."""
+        handed = _handoff(1, "replay")
+        if handed.is_file():
+            value = json.loads(handed.read_text())
+            handed.unlink()
+            return value
+        try:
+            common.require_devices(1)
+        except NotImplementedError:
+            return None
+        _warm_up()
+        out = tempfile.mkdtemp(prefix="virnucpro-bench-")
+        try:
+            common.run(common.predict_command(common.workload()["predict_files"], out, 1), self.timeout)
+            return _replayed(out)
+        finally:
+            shutil.rmtree(out, ignore_errors=True)
+
+    def setup(self, replayed, n_gpus):
+        if replayed is None:
+            raise NotImplementedError("no 1-GPU run with the queue's record to replay")
+
+    def track_predicted_speedup(self, replayed, n_gpus):
+        return replayed[str(n_gpus)]
 
 
 class TimeStartup(_OneRun):

@@ -208,10 +208,25 @@ def lookup(s: Series | None, **want):
     return MISSING if s is None else s.get(**want)
 
 
-def scaling_checks(series: dict, cfg: dict, require: int, notes: list) -> tuple[list, dict]:
-    """Speedup rows and the curves to plot ({label: {n_gpus: speedup}})."""
+def predicted(series: dict, commit: str | None, notes: list):
+    """The time_predict speedup that track_predicted_speedup replayed from the same commit's 1-GPU
+    run (virnucpro/replay.py), as a row's detail: a prediction, never a measurement."""
+    s = find(series, "track_predicted_speedup", notes)
+
+    def detail(n: int) -> str:
+        value = finite(lookup(s, n_gpus=n))
+        if value is None:
+            return ""
+        return f"predicted {value:.2f}x (replay of the 1-GPU run at {(commit or '?')[:8]})"
+    return detail
+
+
+def scaling_checks(series: dict, cfg: dict, require: int, notes: list, commit: str | None = None) -> tuple[list, dict]:
+    """Speedup rows and the curves to plot ({label: {n_gpus: speedup}}).  A time_predict row not
+    measured says, where the results hold it, the speedup replayed from the 1-GPU run."""
     minimum = cfg["speedup"]
     predict, throughput = find(series, "time_predict", notes), find(series, "track_throughput", notes)
+    replayed = predicted(series, commit, notes)
     metrics = [("time_predict speedup (persistent models)",
                 lambda n: lookup(predict, n_gpus=n, persistent_models=True), True)]
     metrics += [(f"{stage} throughput scaling", lambda n, s=stage: lookup(throughput, stage=s, n_gpus=n), False)
@@ -228,6 +243,8 @@ def scaling_checks(series: dict, cfg: dict, require: int, notes: list) -> tuple[
                 status = PASS if ratio >= minimum[n] else FAIL
                 curves[label][n] = ratio
             row = Row("speedup", f"{label}, n_gpus={n}", ratio, f">= {minimum[n]:g}x", status, "x")
+            if status == NOT_MEASURED and is_time:
+                row.detail = replayed(n)
             rows.append(judged(row, n, require))
     return rows, curves
 
@@ -448,7 +465,7 @@ def check(args) -> tuple[int, dict, dict]:
     benchmarks = {k: v for k, v in benchmarks.items() if isinstance(v, dict)}  # drops the schema "version"
     prefix = select_commit(groups, args.commit, args.repo, notes)
     info, series = load_run(groups[prefix], benchmarks, notes)
-    rows, curves = scaling_checks(series, cfg, args.require_gpus, notes)
+    rows, curves = scaling_checks(series, cfg, args.require_gpus, notes, info["commit"])
     rows += utilization_checks(series, cfg, args.require_gpus, notes)
     rows += one_gpu_rows(series, notes)
     baseline = None

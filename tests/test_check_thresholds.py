@@ -482,3 +482,23 @@ def test_plot_has_ideal_measured_and_amdahl_bound(tmp_path):
     assert report["amdahl"]["bound"]["8"] == pytest.approx(1 / 0.3)
     text = ct.markdown(ct.check(ct.parse_args(args(tmp_path)))[1])
     assert "Amdahl bound on time_predict speedup (time_startup is 20.0% of time_predict on 1 GPU)" in text
+
+
+def test_unmeasured_time_predict_speedups_show_the_replayed_prediction_never_as_a_value(tmp_path, monkeypatch):
+    """A one-GPU host: track_predicted_speedup (the 1-GPU run replayed for 2, 4 and 8 ranks) goes
+    beside each speedup row not measured, as a detail; the row stays "not measured", without value."""
+    monkeypatch.setitem(SUITE, "track_predicted_speedup", (["n_gpus"], [[2, 4, 8]], "track"))
+    one_gpu = {m: (lambda *p: math.nan) for m in GOOD}
+    one_gpu["time_predict"] = lambda n, persistent: 101.5 if n == 1 else math.nan
+    one_gpu["track_predicted_speedup"] = {2: 1.934, 4: 3.705, 8: 6.6}.get
+    write_run(tmp_path / "results", C1, one_gpu)
+    proc = subprocess.run([sys.executable, str(SCRIPT), *args(tmp_path)], capture_output=True, text=True)
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    for n, x in ((2, "1.93"), (4, "3.71"), (8, "6.60")):
+        assert (f"| time_predict speedup (persistent models), n_gpus={n} | - | >= {ct.load_thresholds(str(THRESHOLDS))['speedup'][n]:g}x "
+                f"| not measured | predicted {x}x (replay of the 1-GPU run at 11111111) |") in proc.stdout
+    assert "| dnabert throughput scaling, n_gpus=2 | - | >= 1.8x | not measured |  |" in proc.stdout
+    # measured speedups carry no prediction
+    write_run(tmp_path / "results", C2, dict(GOOD, track_predicted_speedup={2: 1.5, 4: 3.0, 8: 6.0}.get))
+    code, report = check(tmp_path, "--commit", C2)
+    assert code == 0 and all("predicted" not in r["detail"] for r in report["rows"])
