@@ -2,8 +2,8 @@
 
 Both ways of running several processes share one code path: `--gpus` spawns workers
 that form a torch.distributed group on localhost, exactly as `torchrun` would have
-started them.  Every rank holds the same (deterministic) work list and takes its share;
-rank 0 decides and broadcasts, and gathers.  A worker that fails takes the others down
+started them.  Every rank holds the same (deterministic) work list; `predict`'s ranks take
+its items one at a time from a shared queue (workqueue.py), rank 0 decides and broadcasts.  A worker that fails takes the others down
 at once (`spawn`), and a killed main process takes its workers with it.
 """
 from __future__ import annotations

@@ -6,6 +6,7 @@ The command reads and validates every input before any model loads or anything i
 so a bad file costs nothing and leaves OUT untouched.  Models load once per invocation, while
 the first input is chunked and translated.  ORFs are scored in ranges of chunks (see
 checkpoint.py), each scored as soon as its chunks are translated and saved as soon as it is done.
+The ranges of all inputs form one queue (workqueue.py) that the ranks pull from.
 """
 from __future__ import annotations
 
@@ -193,7 +194,9 @@ class _Run:
         self.queue, self.origin, self.run_info, self.keep = queue, origin, run_info, keep
         self.r = engine.rank
         self.order = [(k, i) for k in todo for i in range(len(layouts[k]))]
-        self.first_item = {k: next(q for q, (j, _) in enumerate(self.order) if j == k) for k in todo if layouts[k]}
+        self.first_item: dict = {}  # input -> the queue position of its first range
+        for q, (k, _) in enumerate(self.order):
+            self.first_item.setdefault(k, q)
         self.todo = todo
         self.before_queue = round(origin - started, 3) if started else None  # start-up, before any range
         self.clocks = {k: StageClock() for k in todo}
