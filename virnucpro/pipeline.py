@@ -203,6 +203,7 @@ class _Run:
         self.preps: dict = {}  # input -> (RangeStream, its StageClock, the future of its preparation)
         self.lines: dict = {}
         self.written = 0  # of `todo`, by write_ready
+        self.submitted = 0  # of `todo`, for preparation
         self.released: set = set()
         self.stop = threading.Event()
         self.lock = threading.Lock()  # the prepared inputs, and the manifest (rank 0's two threads)
@@ -213,16 +214,15 @@ class _Run:
         """Input k's preparation, submitted with those before it and the next: one thread reads,
         chunks and translates the inputs in turn, each handing its ranges over as they are done."""
         with self.lock:
-            upto = [j for j in self.todo if j <= k]
-            upto += [j for j in self.todo if j > k][:1]
-            for j in upto:
-                if j not in self.preps:
-                    data = self.inputs[j]
-                    stream = RangeStream(self.layouts[j])
-                    clock = StageClock()  # the other thread's stages: a clock is used by one thread at a time
-                    self.preps[j] = (stream, clock, self.pool.submit(
-                        _produce, data, self.engine.opts.chunk_len, clock,
-                        self.store.spool_dir(data.stem, self.r.rank), self.keep, stream))
+            while self.submitted < len(self.todo) and self.todo[max(0, self.submitted - 1)] <= k:
+                j = self.todo[self.submitted]
+                data = self.inputs[j]
+                stream = RangeStream(self.layouts[j])
+                clock = StageClock()  # the other thread's stages: a clock is used by one thread at a time
+                self.preps[j] = (stream, clock, self.pool.submit(
+                    _produce, data, self.engine.opts.chunk_len, clock,
+                    self.store.spool_dir(data.stem, self.r.rank), self.keep, stream))
+                self.submitted += 1
             return self.preps[k]
 
     def release(self, k: int) -> None:
@@ -243,7 +243,7 @@ class _Run:
             self.release(k)
         self.pool.shutdown()
 
-    def serve(self) -> list:
+    def serve(self) -> None:
         engine, r = self.engine, self.r
         if self.order:
             self.prepared(self.order[0][0])
@@ -288,7 +288,7 @@ class _Run:
         with ThreadPoolExecutor(max_workers=1, thread_name_prefix="virnucpro-tokenize") if ahead else nullcontext() as pool, \
                 _bar(None, "DNABERT-S", "ORF", progress) as dbar, _bar(None, "ESM-2", "ORF", progress) as pbar:
             def claim():
-                q = self.queue.take()
+                q, claimed = self.queue.take(), time.time()
                 if q >= len(self.order):
                     return None
                 k, i = self.order[q]
@@ -296,7 +296,7 @@ class _Run:
                 if not streams(opts, engine.models.device):
                     fut.result()  # on the CPU an input is translated before it is scored
                 args = (self.inputs[k], stream, i, engine.models, store, self.keep)
-                return q, time.time(), pool.submit(_take, *args) if ahead else _Done(_take(*args))
+                return q, claimed, pool.submit(_take, *args) if ahead else _Done(_take(*args))
 
             if writer is None and r.is_main:
                 self.write_ready()  # inputs without a range (no chunk) ahead of the first range
@@ -306,6 +306,8 @@ class _Run:
                     writer.result()  # rank 0's writing failed: the run fails now
                 q, claimed, got = coming
                 k, i = self.order[q]
+                # when this rank began on the range: as it took it, or, read ahead, as the one before ended
+                t0 = time.time() if ahead else claimed
                 if k != last:
                     if last is not None and not r.is_main:
                         self.release(last)  # the queue is in input order: this rank needs it no more
@@ -313,7 +315,6 @@ class _Run:
                         engine._reload()  # each input loads its own, as --no-persistent-models asks
                     last = k
                 data, clock, stream = self.inputs[k], self.clocks[k], self.preps[k][0]
-                t0 = time.time()
                 try:
                     with clock("wait_for_translation"):
                         got = got.result()
