@@ -119,3 +119,20 @@ def test_the_replay_validation_runs_at_tiny_size():
     assert two["predicted_wall"] > 0 and two["measured_wall"] > 0
     assert two["error"] == pytest.approx(two["predicted_wall"] / two["measured_wall"] - 1, abs=1e-3)
     assert Path(ROOT / "scripts" / "probes" / "validate_replay.py").is_file()
+
+
+def test_read_ahead_takes_each_range_as_the_one_before_ends_and_keeps_the_bytes(baseline, tmp_path):
+    """The GPU's path (stream, read-ahead: the next range is taken and tokenised while one is
+    scored), run on the CPU in one process: ranges in queue order, back to back, and the same bytes."""
+    from virnucpro import pipeline
+
+    opts = pipeline.Options(chunk_len=300, random_weights=True, preset="tiny", device="cpu", progress=False,
+                            stream=True)
+    out = tmp_path / "out"
+    pipeline.Engine(opts).predict(INPUTS, out, keep_intermediate=True, every=9)
+    ranges = [x for stem in STEMS for x in timeline(out)[stem]]
+    assert json.loads((out / STEMS[0] / "run.json").read_text())["queue"]["ahead"] is True
+    assert [x["item"] for x in ranges] == list(range(len(ranges)))
+    # read ahead, a range is taken while the one before is scored, and begun as that one ends
+    assert all(b["claimed"] <= a["end"] and b["start"] >= a["end"] for a, b in zip(ranges, ranges[1:]))
+    assert_same_results(out, baseline)
