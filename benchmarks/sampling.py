@@ -16,6 +16,7 @@ import gc
 import math
 import sys
 import time
+from collections import Counter
 from contextlib import contextmanager
 
 # What the numbers mean: changing any of these changes what the stage benchmarks measure, so it is
@@ -83,23 +84,32 @@ def busy_fraction(intervals, wall: float) -> float:
 
 def kernel_busy_percent(run) -> float:
     """The profiler's exact answer to what NVML estimates: the share of one pass's wall time in
-    which a CUDA kernel ran (copies and memsets not counted, as NVML does not count them)."""
+    which a CUDA kernel ran (copies and memsets not counted, as NVML does not count them).
+    CPU activity is recorded too: with CUDA's alone the profiler returned no kernel at all on the
+    lent H100 (torch 2.11, 2026-12-05), as others report; the host's recording can only widen
+    the gaps between launches, so the figure is a lower bound."""
     import torch
     from torch.profiler import ProfilerActivity, profile
 
     try:
-        with profile(activities=[ProfilerActivity.CUDA]) as prof:
+        with profile(activities=[ProfilerActivity.CPU, ProfilerActivity.CUDA]) as prof:
             torch.cuda.synchronize()
             t0 = time.perf_counter()
             run()
             torch.cuda.synchronize()
             wall_ns = (time.perf_counter() - t0) * 1e9
-        kernels = [(e.start_ns(), e.start_ns() + e.duration_ns()) for e in prof.profiler.kineto_results.events()
+        events = prof.profiler.kineto_results.events()
+        kernels = [(e.start_ns(), e.start_ns() + e.duration_ns()) for e in events
                    if e.device_type() == torch.autograd.DeviceType.CUDA and "mem" not in e.activity_type()]
     except Exception as exc:  # noqa: BLE001 - a profiler that cannot start must not cost the stage's samples
         print(f"warning: kernel-busy profile failed: {type(exc).__name__}: {exc}", file=sys.stderr)
         return math.nan
-    return 100.0 * busy_fraction(kernels, wall_ns) if kernels else math.nan
+    if not kernels:
+        seen = Counter((str(e.device_type()), e.activity_type()) for e in events)
+        print(f"warning: kernel-busy profile recorded no CUDA kernel; events by (device, activity): {dict(seen)}",
+              file=sys.stderr)
+        return math.nan
+    return 100.0 * busy_fraction(kernels, wall_ns)
 
 
 def gpu_stage(stage: str, embedder, seqs, monitor=None) -> dict:

@@ -333,3 +333,18 @@ def test_separate_runs_of_a_side_pool_their_samples(tmp_path, thresholds):
     row = next(r for r in json.loads((tmp_path / "all.json").read_text())["rows"] if r["params"] == "stage='esm2', n_gpus=1")
     assert row["verdict"] == "REGRESSION" and (row["n_base"], row["n_head"]) == (9, 9)
     assert row["base"] == pytest.approx(100.0) and row["head"] == pytest.approx(97.0)
+
+
+def test_the_committed_thresholds_are_the_committed_noise_tables_suggestions():
+    """[regression.max_fraction_by_benchmark] is what noise_table.py suggested from the H100's five
+    runs (docs/perf/suite_trust_h100-x1/), metric by metric, and the lookup finds each one."""
+    cfg = cc.tomllib.loads((ROOT / "benchmarks" / "thresholds.toml").read_text())
+    table = cfg["regression"]["max_fraction_by_benchmark"]
+    noise = json.loads((ROOT / "docs/perf/suite_trust_h100-x1/noise_5bb6dd9_h100-x1.json").read_text())
+    expected = nt.toml_snippet(noise["rows"]).splitlines()[2:]
+    not_compared = set(cfg["regression"]["not_compared"])
+    expected = {k.strip('"'): float(v) for k, v in (line.split(" = ") for line in expected)
+                if cc.method_of(k.strip('"')) not in not_compared}
+    assert table == expected
+    assert cc.regression_threshold(THROUGHPUT, {"stage": "esm2", "n_gpus": 1}, cfg) == 0.02
+    assert cc.regression_threshold(THROUGHPUT, {"stage": "esm2", "n_gpus": 2}, cfg) == cfg["regression"]["max_fraction"]
