@@ -208,16 +208,20 @@ def lookup(s: Series | None, **want):
     return MISSING if s is None else s.get(**want)
 
 
-def predicted(series: dict, commit: str | None, notes: list):
+def predicted(series: dict, commit: str | None, notes: list, targets: dict):
     """The time_predict speedup that track_predicted_speedup replayed from the same commit's 1-GPU
-    run (virnucpro/replay.py), as a row's detail: a prediction, never a measurement."""
+    run (virnucpro/replay.py), as a row's detail: a prediction, never a measurement, set against
+    [predicted_speedup], the design's margin over the measured threshold, where it has one."""
     s = find(series, "track_predicted_speedup", notes)
 
     def detail(n: int) -> str:
         value = finite(lookup(s, n_gpus=n))
         if value is None:
             return ""
-        return f"predicted {value:.2f}x (replay of the 1-GPU run at {(commit or '?')[:8]})"
+        text = f"predicted {value:.2f}x (replay of the 1-GPU run at {(commit or '?')[:8]})"
+        if n in targets:
+            text += f"; design target >= {targets[n]:g}x: {'met' if value >= targets[n] else 'missed'}"
+        return text
     return detail
 
 
@@ -226,7 +230,7 @@ def scaling_checks(series: dict, cfg: dict, require: int, notes: list, commit: s
     measured says, where the results hold it, the speedup replayed from the 1-GPU run."""
     minimum = cfg["speedup"]
     predict, throughput = find(series, "time_predict", notes), find(series, "track_throughput", notes)
-    replayed = predicted(series, commit, notes)
+    replayed = predicted(series, commit, notes, cfg.get("predicted_speedup", {}))
     metrics = [("time_predict speedup (persistent models)",
                 lambda n: lookup(predict, n_gpus=n, persistent_models=True), True)]
     metrics += [(f"{stage} throughput scaling", lambda n, s=stage: lookup(throughput, stage=s, n_gpus=n), False)
@@ -445,6 +449,7 @@ def load_thresholds(path: str) -> dict:
     try:
         cfg = tomllib.loads(Path(path).read_text())
         cfg["speedup"] = {int(n): float(v) for n, v in cfg["speedup"].items()}
+        cfg["predicted_speedup"] = {int(n): float(v) for n, v in cfg.get("predicted_speedup", {}).items()}
         missing = [f"[{s}] {k}" for s, keys in REQUIRED.items() for k in keys if k not in cfg.get(s, {})]
     except (OSError, tomllib.TOMLDecodeError, KeyError, ValueError, TypeError, AttributeError) as exc:
         raise DataError(f"cannot read thresholds {path}: {exc!r}") from exc
