@@ -3,8 +3,9 @@
 Both ways of running several processes share one code path: `--gpus` spawns workers
 that form a torch.distributed group on localhost, exactly as `torchrun` would have
 started them.  Every rank holds the same (deterministic) work list; `predict`'s ranks take
-its items one at a time from a shared queue (workqueue.py), rank 0 decides and broadcasts.  A worker that fails takes the others down
-at once (`spawn`), and a killed main process takes its workers with it.
+its items one at a time from a shared queue (workqueue.py), rank 0 decides and broadcasts.
+A worker that fails takes the others down at once (`spawn`), and a killed main process takes
+its workers with it.
 """
 from __future__ import annotations
 
@@ -81,15 +82,6 @@ def init_group(r: Rank, use_cuda: bool) -> None:
         if use_cuda:
             torch.cuda.set_device(r.local_rank)
         dist.init_process_group("nccl" if use_cuda else "gloo")
-
-
-def gather(obj, r: Rank):
-    """All ranks' objects on rank 0 (None elsewhere)."""
-    if r.world == 1:
-        return [obj]
-    out = [None] * r.world if r.is_main else None
-    dist.gather_object(obj, out, dst=0)
-    return out
 
 
 def broadcast(obj, r: Rank):

@@ -118,6 +118,8 @@ class Engine:
                  models: Models | None = None):
         self.opts, self.rank, self.persistent, self.models = opts, rank, persistent, models
         self.history: list[dict] = []  # rank 0: one entry per input written, for benchmarks
+        self._calls = 0  # runs served: each gets its own names in the group's store
+        self._budgets: dict | None = None  # the token budgets the ranks agreed on, kept for reloads
 
     def predict(self, paths: list, out: Path, run_info: dict | None = None, keep_intermediate: bool = False,
                 every: int = 8192) -> list[str]:
@@ -155,7 +157,7 @@ class Engine:
         if r.is_main:
             for k in todo:
                 store.start(inputs[k].stem, layouts[k][-1][1] if layouts[k] else 0, len(layouts[k]))
-        self._calls = getattr(self, "_calls", 0) + 1
+        self._calls += 1
         origin = parallel.broadcast(time.time() if r.is_main else None, r)
         queue = workqueue.Queue(r.rank, r.world, f"virnucpro/{store.manifest['run']}/{self._calls}",
                                 parallel.timeout_seconds())
@@ -180,7 +182,7 @@ class Engine:
         self.models = load_models(self.opts)
         if self.models.device.type == "cpu":  # the ranks of a node share its cores
             torch.set_num_threads(settings.cpu_threads(self.rank.world))
-        if getattr(self, "_budgets", None) is not None:
+        if self._budgets is not None:
             _use_budgets(self.models, self.opts, self._budgets)
 
 
@@ -208,6 +210,7 @@ class _Run:
         self.stop = threading.Event()
         self.lock = threading.Lock()  # the prepared inputs, and the manifest (rank 0's two threads)
         self.t_first = time.perf_counter()
+        self.ahead = False  # set by score(): ranges read ahead while one is on the GPU
         self.pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="virnucpro-prepare")
 
     def prepared(self, k: int):
@@ -293,7 +296,7 @@ class _Run:
                     return None
                 k, i = self.order[q]
                 stream, _, fut = self.prepared(k)
-                if not streams(opts, engine.models.device):
+                if not ahead:
                     fut.result()  # on the CPU an input is translated before it is scored
                 args = (self.inputs[k], stream, i, engine.models, store, self.keep)
                 return q, claimed, pool.submit(_take, *args) if ahead else _Done(_take(*args))
@@ -371,14 +374,14 @@ class _Run:
                 "checkpoint": {"ranges": n, "reused": sum(bool(x.get("reused")) for x in records)},
                 # by this process so far: more than after the first input means a recompilation
                 "compiled_graphs": perf.compiled_graphs(),
-                "seconds": {k: (round(v, 4) if isinstance(v, float) else v) for k, v in seconds.items()},
+                "seconds": {name: (round(v, 4) if isinstance(v, float) else v) for name, v in seconds.items()},
                 # from this input's first range taken to its results (inputs overlap in the queue)
                 "total_seconds": round(time.time() - self.origin - begun, 3) if begun is not None else
                 round(time.perf_counter() - t0, 3),
                 # from the first input's scoring (after start-up) to this input's results
                 "seconds_since_first_input": round(time.perf_counter() - self.t_first, 3),
                 # what virnucpro/replay.py replays: times in seconds from the queue's start
-                "queue": {"ranks": self.r.world, "ahead": bool(getattr(self, "ahead", False)),
+                "queue": {"ranks": self.r.world, "ahead": self.ahead,
                           "before_queue_seconds": self.before_queue, "index": k, "first_item": first,
                           "merge_seconds": round(time.perf_counter() - t0, 4), "ranges": records}}
         final, viral = write_result_dir(self.out, data, pred, info, models.random, self.keep)
