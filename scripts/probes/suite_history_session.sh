@@ -19,7 +19,7 @@ PR='^bench_predict\.(TimeStartup\.time_startup\(1\)|TimePredict\.time_predict\(1
 PR+='|TrackPredictThroughput\.track_predict_throughput\(1\)|TrackPredictedSpeedup\.track_predicted_speedup\((2|4|8)\))$'
 # A~16 (1acaa9b) brought the filler blocks and A~17 is the commit before it: their pair is the
 # filler's cost (issue 22).  A~k is the k-th first-parent ancestor, resolved by gpu_session.sh.
-items=("$Q:$PR" "$A:$PR" "$A~16:$ST" "$A~17:$ST" "$A:$ST@.hist/runs/A6")
+items=("$Q:$PR" "$A:$PR" "$Q:$ST" "$A~16:$ST" "$A~17:$ST" "$A:$ST@.hist/runs/A6")
 for k in 1 2 3 4 5 6 7 8 9 10 15 18; do items+=("$A~$k:$ST"); done
 for k in 1 2 3; do items+=("$A~$k:$PR"); done
 # Once every item is done, the call's time left goes to issue 22's hashes under three layouts.
