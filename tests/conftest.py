@@ -1,9 +1,19 @@
 """Paths and helpers shared by the test modules (import them with `from conftest import ...`)."""
+import getpass
 import math
+import os
+import tempfile
 from pathlib import Path
 
 import pytest
 import torch
+
+# Inductor's on-disk cache does not tell torch's CPU dispatch paths apart: kernels compiled under one
+# ATEN_CPU_CAPABILITY were reused under another and gave values near 1e31, a C++ compile error or a
+# malloc abort (AMD EPYC, torch 2.13).  A run under a chosen path keeps its own cache.
+if os.environ.get("ATEN_CPU_CAPABILITY") and "TORCHINDUCTOR_CACHE_DIR" not in os.environ:
+    os.environ["TORCHINDUCTOR_CACHE_DIR"] = str(
+        Path(tempfile.gettempdir()) / f"torchinductor_{getpass.getuser()}_{os.environ['ATEN_CPU_CAPABILITY'].lower()}")
 
 ROOT = Path(__file__).resolve().parents[1]
 DATA = Path(__file__).parent / "data"

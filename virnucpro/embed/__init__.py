@@ -59,8 +59,9 @@ def compile_layers(model: torch.nn.Module) -> None:
     (Applied here, not where it is defined: torch.compiler.disable imports Dynamo.)"""
     from virnucpro.models import attention
 
-    if not getattr(attention.by_length, "_torchdynamo_disable", False):
-        attention.by_length = torch.compiler.disable(attention.by_length)
+    for name in ("by_length", "per_sequence"):
+        if not getattr(getattr(attention, name), "_torchdynamo_disable", False):
+            setattr(attention, name, torch.compiler.disable(getattr(attention, name)))
     for layer in model.layers:
         layer.compile(dynamic=True)
 

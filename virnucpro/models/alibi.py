@@ -11,8 +11,9 @@ Three implementations:
 - FlexAttention (CUDA in bf16/fp16 or TF32, see `flex_suits`): one [1, H, T, Dh]
   problem with a block-sparse document mask, so no padding and no work between
   sequences.
-- SDPA (everywhere else, or when flex fails): once per sequence length, [B_L, H, L, Dh] with
-  ALiBi as a float bias, so that a sequence's bits do not depend on its batch.
+- Off those (the CPU, fp32 on a GPU, or when flex fails): on the CPU one sequence at a time
+  (attention.per_sequence, ALiBi added to the scores), so that a sequence's bits do not depend on
+  its batch; on a GPU SDPA once per sequence length, [B_L, H, L, Dh] with ALiBi as a float bias.
 """
 from __future__ import annotations
 
@@ -131,7 +132,12 @@ class PackedLayout:
 
 
 def sdpa_alibi_attention(q, k, v, layout: PackedLayout, slopes: torch.Tensor) -> torch.Tensor:
-    """SDPA once per sequence length (attention.by_length): a sequence's bits depend on it alone."""
+    """One sequence at a time on the CPU (attention.per_sequence): a sequence's bits depend on it
+    alone; SDPA once per sequence length on a GPU (attention.by_length)."""
+    if not q.is_cuda:
+        return attention.per_sequence(q, k, v, lambda: layout.length_groups,
+                                      lambda n: layout.alibi_bias(n, slopes, q.dtype))
+
     def attend(qg, kg, vg, n):
         return F.scaled_dot_product_attention(qg, kg, vg, attn_mask=layout.alibi_bias(n, slopes, q.dtype))
 

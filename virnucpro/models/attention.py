@@ -2,12 +2,13 @@
 end to end, `cu_seqlens` [B+1] marks where each starts.  A token attends only to its own sequence.
 
 On a GPU in bf16/fp16 this is torch's varlen FlashAttention, which needs no padding at all.
-On the CPU `scaled_dot_product_attention` runs once per sequence length, on the sequences of that
-length and nothing else: padding each sequence to the batch's longest changed its last bits with
-its neighbours (SDPA's CPU kernel picks its path by the padded length), and a protein's embedding
-must depend on its own sequence only, whatever the batch (docs/RELIABILITY.md).  On a GPU in fp32
-(the reference engine, the original's recipe) the batch is padded to its longest sequence as the
-original did: one launch instead of one per length keeps the reference's speed what it was.
+On the CPU each sequence is attended on its own (`per_sequence`): a protein's embedding must
+depend on its own sequence only, whatever the batch (docs/RELIABILITY.md), and every batched
+kernel tried moved a sequence's last bits with the batch around it on some CPU (SDPA padded to the
+longest; SDPA over the sequences of one length, whose math path folds the batch by its strides and
+whose fused kernel split its work by thread).  On a GPU in fp32 (the reference engine, the
+original's recipe) the batch is padded to its longest sequence as the original did: one launch
+instead of one per length keeps the reference's speed what it was.
 """
 from __future__ import annotations
 
@@ -61,12 +62,31 @@ def length_groups(cu_seqlens: torch.Tensor) -> list[tuple[int, torch.Tensor]]:
             for n in torch.unique(lengths).tolist() if n > 0]
 
 
+def per_sequence(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, groups, bias=None) -> torch.Tensor:
+    """softmax(q k^T / sqrt(Dh) + bias(L)) v, one sequence at a time, for the CPU.  Each product is
+    [H, L, Dh] x [H, Dh, L] on copies laid out alike (row-major, 64-byte aligned where H * Dh is a
+    multiple of 16), so its shape, strides and with them its kernel follow from L alone, never from
+    how many sequences share the step or the thread that takes them.  `groups`: length_groups' list,
+    or a function that returns it (called here, so a compiled caller never traces the loop);
+    `bias`: L -> [H, L, L] added to the scores (ALiBi), or None."""
+    groups = groups() if callable(groups) else groups
+    out = torch.empty_like(q)
+    scale = q.shape[-1] ** -0.5
+    for n, idx in groups:
+        qs = q[idx].mul_(scale).transpose(1, 2).contiguous()  # [B_L, H, L, Dh]: x[idx] is a copy
+        kts = k[idx].permute(0, 2, 3, 1).contiguous()  # [B_L, H, Dh, L]
+        vs, os = v[idx].transpose(1, 2).contiguous(), torch.empty_like(qs)
+        b = bias(n) if bias is not None else None
+        for qi, kti, vi, oi in zip(qs, kts, vs, os):
+            scores = torch.bmm(qi, kti) if b is None else torch.baddbmm(b, qi, kti)
+            torch.bmm(scores.softmax(-1), vi, out=oi)
+        out[idx] = os.transpose(1, 2)
+    return out
+
+
 def by_length(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, groups, attend) -> torch.Tensor:
-    """`attend(q, k, v, L)` on [B_L, H, L, Dh] for each length group; results back at their tokens.
-    A group's shape and strides follow from L alone, so a sequence's bits do not depend on how
-    many others share its batch.  `groups`: length_groups' list, or a function that returns it
-    (called here, so that a compiled caller never traces the batch-shaped loop: see
-    embed.compile_layers)."""
+    """`attend(q, k, v, L)` on [B_L, H, L, Dh] for each length group, one launch per length: the
+    GPU's fp32 path (the CPU's is `per_sequence`).  `groups`: as for per_sequence."""
     groups = groups() if callable(groups) else groups
     out = torch.empty_like(q)
     for n, idx in groups:
@@ -77,10 +97,9 @@ def by_length(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, groups, attend)
 
 def padded_attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor,
                      cu_seqlens: torch.Tensor, max_seqlen: int, groups=None) -> torch.Tensor:
-    """Off the varlen kernel: by length on the CPU, padded to the longest on a GPU (fp32)."""
+    """Off the varlen kernel: one sequence at a time on the CPU, padded to the longest on a GPU (fp32)."""
     if not q.is_cuda:
-        groups = (lambda: length_groups(cu_seqlens)) if groups is None else groups
-        return by_length(q, k, v, groups, lambda qg, kg, vg, n: F.scaled_dot_product_attention(qg, kg, vg))
+        return per_sequence(q, k, v, (lambda: length_groups(cu_seqlens)) if groups is None else groups)
     total, heads, head_dim = q.shape
     batch = cu_seqlens.numel() - 1
     seq, pos = token_index(cu_seqlens, total)
