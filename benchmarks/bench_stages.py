@@ -121,7 +121,9 @@ def _get(cache, stage, n, key):
     value = cache.get((stage, n), {}).get(key)
     values = value if isinstance(value, list) else [value]
     if not values or any(v is None or (isinstance(v, float) and math.isnan(v)) for v in values):
-        raise NotImplementedError(f"{key} of {stage} on {n} GPU(s) not measured on this host")
+        why = cache.get((stage, n), {}).get("not_measured", {}).get(key)
+        raise NotImplementedError(f"{key} of {stage} on {n} GPU(s) not measured on this host"
+                                  + (f": {why}" if why else ""))
     return sampling.asv_samples(value) if isinstance(value, list) else value
 
 

@@ -82,12 +82,13 @@ def busy_fraction(intervals, wall: float) -> float:
     return covered / wall if wall > 0 else math.nan
 
 
-def kernel_busy_percent(run) -> float:
+def kernel_busy_percent(run) -> tuple[float, str]:
     """The profiler's exact answer to what NVML estimates: the share of one pass's wall time in
     which a CUDA kernel ran (copies and memsets not counted, as NVML does not count them).
     CPU activity is recorded too: with CUDA's alone the profiler returned no kernel at all on the
     lent H100 (torch 2.11, 2026-12-05), as others report; the host's recording can only widen
-    the gaps between launches, so the figure is a lower bound."""
+    the gaps between launches, so the figure is a lower bound.  Returns (percent, "") or (NaN, why):
+    the reason reaches asv's log through the skipped benchmark (setup_cache's stderr does not)."""
     import torch
     from torch.profiler import ProfilerActivity, profile
 
@@ -102,14 +103,15 @@ def kernel_busy_percent(run) -> float:
         kernels = [(e.start_ns(), e.start_ns() + e.duration_ns()) for e in events
                    if e.device_type() == torch.autograd.DeviceType.CUDA and "mem" not in e.activity_type()]
     except Exception as exc:  # noqa: BLE001 - a profiler that cannot start must not cost the stage's samples
-        print(f"warning: kernel-busy profile failed: {type(exc).__name__}: {exc}", file=sys.stderr)
-        return math.nan
+        why = f"the profiler failed: {type(exc).__name__}: {exc}"
+        print(f"warning: kernel-busy {why}", file=sys.stderr)
+        return math.nan, why
     if not kernels:
         seen = Counter((str(e.device_type()), e.activity_type()) for e in events)
-        print(f"warning: kernel-busy profile recorded no CUDA kernel; events by (device, activity): {dict(seen)}",
-              file=sys.stderr)
-        return math.nan
-    return 100.0 * busy_fraction(kernels, wall_ns)
+        why = f"the profile recorded no CUDA kernel; events by (device, activity): {dict(seen)}"
+        print(f"warning: kernel-busy {why}", file=sys.stderr)
+        return math.nan, why
+    return 100.0 * busy_fraction(kernels, wall_ns), ""
 
 
 def gpu_stage(stage: str, embedder, seqs, monitor=None) -> dict:
@@ -148,7 +150,9 @@ def gpu_stage(stage: str, embedder, seqs, monitor=None) -> dict:
            "flops_per_second": [flops / s for s in seconds], "seconds": seconds}
     if cuda:
         out["peak_memory_bytes"] = float(torch.cuda.max_memory_allocated(embedder.device))
-        out["kernel_busy_percent"] = kernel_busy_percent(lambda: embedder.embed_tokens(token_lists))
+        out["kernel_busy_percent"], why = kernel_busy_percent(lambda: embedder.embed_tokens(token_lists))
+        if why:
+            out["not_measured"] = {"kernel_busy_percent": why}
     if monitor is not None:
         out.update(gpu_util_percent=util, nvml_samples=nvml)
     return out

@@ -48,3 +48,16 @@ def test_gpu_stage_on_the_cpu_takes_the_samples_without_a_monitor():
     assert len(out["items_per_second"]) == len(out["seconds"]) == sampling.METHOD["samples"]
     assert out["tokens_per_second"][0] == pytest.approx((5 + 29) / out["seconds"][0])
     assert "gpu_util_percent" not in out and "kernel_busy_percent" not in out  # nothing to read on a CPU
+
+
+def test_a_metric_not_measured_says_why_in_the_skip():
+    """setup_cache's stderr never reaches asv's log, so the reason rides on the skip's message."""
+    from benchmarks import bench_stages
+
+    cache = {("esm2", 1): {"kernel_busy_percent": math.nan,
+                           "not_measured": {"kernel_busy_percent": "the profile recorded no CUDA kernel"}},
+             ("dnabert", 1): {"kernel_busy_percent": math.nan}}
+    with pytest.raises(NotImplementedError, match="esm2 on 1 GPU.*: the profile recorded no CUDA kernel"):
+        bench_stages._get(cache, "esm2", 1, "kernel_busy_percent")
+    with pytest.raises(NotImplementedError, match="not measured on this host$"):
+        bench_stages._get(cache, "dnabert", 1, "kernel_busy_percent")
