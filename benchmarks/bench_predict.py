@@ -4,6 +4,7 @@ import json
 import os
 import shutil
 import tempfile
+import time
 from pathlib import Path
 
 from . import common
@@ -53,18 +54,22 @@ def _handoff(n_gpus: int, what: str = "throughput") -> Path:
     return common.data_root() / "handoff" / f"{key}.json"
 
 
-def _replayed(out: str) -> dict | None:
-    """{n_gpus: speedup} replayed from the 1-GPU run in `out` (virnucpro/replay.py), None for a
-    commit whose runs record no queue (before the replay existed)."""
+def _replayed(out: str, wall: float) -> dict | None:
+    """{n_gpus: speedup} predicted from the 1-GPU run in `out` whose measured wall was `wall`
+    (virnucpro/replay.py's predicted_wall), None for a commit whose runs record no queue or whose
+    replay lacks the measured wall (before the replay existed, or before it took that wall)."""
     try:
         from virnucpro import replay
-    except ImportError:
-        return None
-    try:
         inputs, before, ahead = replay.measured(out)
-    except ValueError:
+        return {str(n): replay.speedup(inputs, n, wall, before, ahead) for n in common.N_GPUS if n > 1}
+    except (ImportError, ValueError, TypeError):
         return None
-    return {str(n): replay.speedup(inputs, n, before, ahead) for n in common.N_GPUS if n > 1}
+
+
+def _timed_run(cmd, timeout) -> float:
+    t0 = time.perf_counter()
+    common.run(cmd, timeout)
+    return time.perf_counter() - t0
 
 
 class TimePredict(_OneRun):
@@ -92,12 +97,12 @@ class TimePredict(_OneRun):
             path = _handoff(n_gpus)
             path.parent.mkdir(parents=True, exist_ok=True)
             path.write_text(json.dumps({"orfs_per_second": common.run_throughput(self.out)}))
-            if n_gpus == 1:
-                _handoff(1, "replay").write_text(json.dumps(_replayed(self.out)))
+            if n_gpus == 1 and hasattr(self, "wall"):
+                _handoff(1, "replay").write_text(json.dumps(_replayed(self.out, self.wall)))
         shutil.rmtree(self.out, ignore_errors=True)
 
     def time_predict(self, n_gpus, persistent_models):
-        common.run(self.cmd, self.timeout)
+        self.wall = _timed_run(self.cmd, self.timeout)  # for the replay: the same clock as asv's, in-process
 
 
 class TrackPredictThroughput(_OneRun):
@@ -136,12 +141,15 @@ class TrackPredictedSpeedup(_OneRun):
     """time_predict's speedup (persistent models) on n_gpus GPUs as virnucpro/replay.py predicts it
     from the 1-GPU run: each range's measured seconds, the start-up before the queue and each
     input's merge and write (run.json), replayed with n_gpus ranks pulling from the engine's
-    queue.  A prediction, not a measurement: scripts/check_thresholds.py prints it beside a
-    speedup not measured.  NaN for a commit whose runs record no queue."""
+    queue, plus the rest of the run's measured wall (model load, exit) as it was
+    (replay.predicted_wall).  A prediction, not a measurement: scripts/check_thresholds.py prints
+    it beside a speedup not measured.  NaN for a commit whose runs record no queue.
+    Version 2: the measured wall's other seconds counted (version 1 divided two replays)."""
+    METHOD = "measured 1-GPU wall / (that wall - replay(1 rank) + replay(n_gpus ranks))"
     params = [[n for n in common.N_GPUS if n > 1]]
     param_names = ["n_gpus"]
     unit = "x"
-    version = "1"
+    version = "2"
 
     def setup_cache(self):
         """time_predict's 1-GPU run when it ran in this `asv run`, else a run of its own."""
@@ -157,8 +165,8 @@ class TrackPredictedSpeedup(_OneRun):
         _warm_up()
         out = tempfile.mkdtemp(prefix="virnucpro-bench-")
         try:
-            common.run(common.predict_command(common.workload()["predict_files"], out, 1), self.timeout)
-            return _replayed(out)
+            wall = _timed_run(common.predict_command(common.workload()["predict_files"], out, 1), self.timeout)
+            return _replayed(out, wall)
         finally:
             shutil.rmtree(out, ignore_errors=True)
 

@@ -44,6 +44,10 @@ def discover(root: Path = ROOT / "benchmarks") -> dict:
             module = sys.modules[bench.func.__module__]
             definition = {f: getattr(bench, f, None) for f in ASV_FIELDS}
             definition["measures"] = getattr(module, "MEASURES", None)
+            # a class's own METHOD (how its number is derived), where it states one
+            method = next((vars(type(s))["METHOD"] for s in bench._attr_sources if "METHOD" in vars(type(s))), None)
+            if method is not None:
+                definition["method"] = method
             # a snapshot: MEASURES may hold references to dicts that change later
             found[bench.name] = (None if explicit is None else str(explicit),
                                  json.loads(json.dumps(definition, sort_keys=True, default=repr)))

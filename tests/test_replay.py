@@ -4,7 +4,7 @@ import json
 
 import pytest
 
-from virnucpro.replay import Input, measured, replay, speedup
+from virnucpro.replay import Input, measured, predicted_wall, replay, speedup
 
 # A: a long range then three short ones; B: two of 2 s.  1 s of start-up before the queue.
 INPUTS = [Input([3, 1, 1, 1], write=0.5), Input([2, 2], write=1)]
@@ -23,7 +23,10 @@ def test_two_ranks_pull_from_one_queue_across_inputs_and_rank_0_writes_in_a_thre
     assert s.ranges == [(0, 1, 4), (1, 1, 2), (1, 2, 3), (1, 3, 4), (0, 4, 6), (1, 4, 6)]
     assert s.written == [(4, 4.5), (6, 7)]
     assert s.wall == 7
-    assert speedup(INPUTS, 2, before=1) == 12.5 / 7
+    # the measured 1-rank run took 15 s: 2.5 s the replay does not hold (model load, exit) stay
+    assert predicted_wall(INPUTS, 2, 15, before=1) == 15 - 12.5 + 7
+    assert speedup(INPUTS, 2, 15, before=1) == 15 / 9.5
+    assert speedup(INPUTS, 1, 15, before=1) == 1
 
 
 def test_a_rank_that_reads_ahead_holds_its_next_range_while_it_works():
@@ -68,3 +71,27 @@ def test_measured_refuses_runs_it_cannot_replay(tmp_path):
     (tmp_path / "x" / "run.json").write_text(json.dumps({"checkpoint": {"reused": 0}}))
     with pytest.raises(ValueError, match="older version"):
         measured(tmp_path)
+
+
+def test_the_suite_predicts_from_the_measured_wall_by_the_validated_formula(tmp_path):
+    """track_predicted_speedup's numbers (bench_predict._replayed) from a real CPU run: the measured
+    wall with the replay's part swapped for N ranks, never the ratio of two replays (which drops
+    model load and exit, and read 5-24 % high on the committed validation runs)."""
+    from benchmarks import bench_predict
+    from conftest import DATA
+    from virnucpro.cli import main
+
+    out = tmp_path / "out"
+    assert main(["predict", str(DATA / "KK037166.fna"), "-l", "500", "--random-weights", "--preset", "tiny",
+                 "--device", "cpu", "--no-progress", "--checkpoint-every", "8", "-o", str(out)]) == 0
+    inputs, before, ahead = measured(out)
+    one = replay(inputs, 1, before, ahead).wall
+    assert len(inputs[0].ranges) > 2 and one > 0
+    for wall in (one + 3.0, one + 0.5):  # as if model load and exit had taken 3 s, or 0.5 s
+        got = bench_predict._replayed(str(out), wall)
+        for n in (2, 4, 8):
+            other = replay(inputs, n, before, ahead).wall
+            assert got[str(n)] == pytest.approx(wall / (wall - one + other), rel=1e-12)
+            assert got[str(n)] < one / other  # the ratio of replays claims more
+    assert bench_predict._replayed(str(out), one + 3.0) != bench_predict._replayed(str(out), one + 0.5)
+    assert bench_predict._replayed(str(tmp_path / "nothing"), 10.0) is None

@@ -9,7 +9,8 @@ the GPU works); rank 0 writes each input once all its ranges are done, in input 
 thread of its own when N > 1 and between its ranges when N = 1; every rank pays the start-up at
 the same time.
 
-Left out: a range costs what it cost on the run measured whoever takes it (no contention
+`predicted_wall` adds what the replay does not hold (start-up before the clock, model load, exit) as
+it was measured.  Left out: a range costs what it cost on the run measured whoever takes it (no contention
 between ranks for the host's cores, memory or disk); the spawning of N workers and their process
 group; every rank translating the inputs it takes (cheap, and overlapped with scoring).
 """
@@ -69,9 +70,18 @@ def replay(inputs: list[Input], ranks: int, before: float = 0.0, ahead: bool = F
     return Schedule(wall, done, written)
 
 
-def speedup(inputs: list[Input], ranks: int, before: float = 0.0, ahead: bool = False) -> float:
-    """Replayed wall time on one rank over that on `ranks`."""
-    return replay(inputs, 1, before, ahead).wall / replay(inputs, ranks, before, ahead).wall
+def predicted_wall(inputs: list[Input], ranks: int, wall: float, before: float = 0.0, ahead: bool = False) -> float:
+    """The run's wall on `ranks` ranks from its measured wall on one: what the replay holds is
+    replayed, and every other second of the measured run (interpreter and imports before the
+    clock, each rank's model load and warm-up after it, the exit) is kept as it was, since every
+    rank pays it at the same time: wall - replay(1) + replay(ranks).  The one formula that both
+    the suite (track_predicted_speedup) and scripts/probes/validate_replay.py use."""
+    return wall - replay(inputs, 1, before, ahead).wall + replay(inputs, ranks, before, ahead).wall
+
+
+def speedup(inputs: list[Input], ranks: int, wall: float, before: float = 0.0, ahead: bool = False) -> float:
+    """The measured 1-rank wall over `predicted_wall` on `ranks` ranks."""
+    return wall / predicted_wall(inputs, ranks, wall, before, ahead)
 
 
 def measured(out) -> tuple[list[Input], float, bool]:

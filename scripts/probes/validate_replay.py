@@ -77,7 +77,7 @@ def validate(sleep: float = 0.3, every: int = 4, workers=(2, 3), inputs=INPUTS, 
         rows.append({"workers": 1, "measured_wall": round(wall1, 3), "replay_wall": round(base, 3), "recorded": rec})
         for n in workers:
             s = replay.replay(measured, n, before, ahead)
-            predicted = wall1 - base + s.wall
+            predicted = replay.predicted_wall(measured, n, wall1, before, ahead)
             wall, rec = median_run(inputs, Path(tmp) / f"w{n}", n, sleep, every, repeat)
             rows.append({"workers": n, "measured_wall": round(wall, 3), "predicted_wall": round(predicted, 3),
                          "error": round(predicted / wall - 1, 4),
