@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # What issue 30 still needs of a device, run in the device's copy of the tree, in order of value:
-# the end-to-end history (three more first-parent commits before A = 5bb6dd9; Q = the head of main
+# the head's end-to-end run, the end-to-end history (three more first-parent commits before A = 5bb6dd9; Q = the head of main
 # and A were measured on 2026-12-06), the stage history (four more commits: 12 of the 15 asked are
 # in results/h100-x1), Q's stages, then gpu_report's layouts section with the call's time left.
 # Items already done are skipped, so the same call can be repeated after the device's 10-minute
@@ -21,9 +21,10 @@ ST='^bench_stages\.(TrackTranslate\.|.*, 1\)$)'
 PR='^bench_predict\.(TimeStartup\.time_startup\(1\)|TimePredict\.time_predict\(1, True\)'
 PR+='|TrackPredictThroughput\.track_predict_throughput\(1\)|TrackPredictedSpeedup\.track_predicted_speedup\((2|4|8)\))$'
 # A~k is the k-th first-parent ancestor, resolved by gpu_session.sh.
-items=()
+# Q's end-to-end run first: it also gives track_predicted_speedup version 2 (issue 29) its first value.
+items=("$Q:$PR")
 for k in 1 2 3; do items+=("$A~$k:$PR"); done
 for k in 9 10 15 18; do items+=("$A~$k:$ST"); done
-items+=("$Q:$ST" "$Q:$PR")
+items+=("$Q:$ST")
 REPORT="--only layouts" RESULTS_DIR=.hist/results bash scripts/gpu_session.sh auto "$deadline" "${items[@]}"
 tar czf "$OUT/hist.tgz" .hist/results .hist/runs 2>/dev/null
