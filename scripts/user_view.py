@@ -86,7 +86,7 @@ def milestones(events, launched: float, ended: float) -> dict:
     """Seconds per step of STEPS (first occurrence of each milestone), plus the parent's view:
     from launching the command to its process start, and from the exit call to the process end."""
     first: dict = {}
-    for _, name, t in events:
+    for _, name, t, *_ in events:
         first.setdefault(name, t)
     out = {"launch to process start": _interval(first.get("process_start", launched) - launched)}
     for name, before, label in STEPS:
@@ -96,7 +96,7 @@ def milestones(events, launched: float, ended: float) -> dict:
                                                "worker_start" not in first else "worker_start")
         if prev in first:
             out[label] = _interval(first[name] - first[prev])
-    last = max(t for _, name, t in events if name == "exit") if any(n == "exit" for _, n, _ in events) else None
+    last = max((t for _, name, t, *_ in events if name == "exit"), default=None)
     if last is not None:
         out["exit call to process end"] = ended - last
     return out

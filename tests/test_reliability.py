@@ -18,7 +18,7 @@ import torch
 from Bio import SeqIO
 
 from conftest import DATA, ROOT
-from virnucpro import checkpoint, embed, faults
+from virnucpro import checkpoint, embed, faults, trace
 from virnucpro.cli import main
 from virnucpro.presets import PRESETS
 
@@ -40,9 +40,29 @@ def predict(out, *extra, inputs=INPUTS):
 
 
 def launch(out, fault, *extra, **popen):
+    """The run's trace goes beside OUT (OUT.trace), for `saved_by`."""
+    env = {**os.environ, faults.ENV: fault, trace.ENV: str(out.with_name(out.name + ".trace"))}
     return subprocess.Popen([sys.executable, "-m", "virnucpro", "predict", *INPUTS, *OPTS, "-o", str(out), *extra],
-                            env={**os.environ, faults.ENV: fault}, cwd=ROOT, stdout=subprocess.PIPE,
-                            stderr=subprocess.PIPE, text=True, **popen)
+                            env=env, cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, **popen)
+
+
+def saved_by(out, rank):
+    """(stem, range file) of every range that rank saved in a launched run, from its trace: which
+    ranges a rank takes depends on when each rank got to the queue."""
+    marks = trace.read(out.with_name(out.name + ".trace"))
+    return [(stem, f"{ab}.npz") for r, ab, stem in (m.detail.split(" ", 2) for m in marks if m.name == "range_saved")
+            if r == str(rank)]
+
+
+def assert_kept(out, ranges):
+    """Each saved range is still in the checkpoint, unless its input was finished and written
+    (which removes that input's ranges): the stems whose ranges a resume must reuse."""
+    unfinished = set()
+    for stem, name in ranges:
+        if not (out / stem).is_dir():
+            assert name in saved(out, stem), (stem, name, saved(out, stem))
+            unfinished.add(stem)
+    return unfinished
 
 
 def reused(out, stem="KK037166"):
@@ -164,14 +184,16 @@ def test_each_feature_row_is_its_own_orfs_embedding(baseline):
 
 def test_dead_worker_stops_the_run_and_its_saved_ranges_are_kept(baseline, tmp_path):
     out = tmp_path / "out"
-    p = launch(out, "esm2:2@1", "--cpu-workers", "2")  # rank 1 dies in its second range (49-68)
+    p = launch(out, "esm2:2@1", "--cpu-workers", "2")  # rank 1 dies in its second range
     _, err = p.communicate(timeout=90)  # a survivor stuck waiting on the dead rank would time out here
     assert p.returncode == 1
     assert "worker process 1 was killed by SIGKILL" in err
-    assert "25-39.npz" in saved(out)  # rank 1's first range
+    first = saved_by(out, 1)
+    assert len(first) == 1, first
+    unfinished = assert_kept(out, first)
     assert predict(out, "--resume") == 0
     assert_same_results(out, baseline)
-    assert reused(out) >= 1
+    assert all(reused(out, stem) >= 1 for stem in unfinished)
 
 
 def test_worker_exception_is_reported(tmp_path, capsys, fault):
@@ -459,7 +481,7 @@ def test_resume_refuses_a_user_folder_in_the_way(tmp_path, capsys, fault, monkey
 
 INTERRUPTED = "interrupted: run the same command with --resume to continue"
 # case -> (fault that stops a process with SIGSTOP, options, signal, sent to the main process or its group);
-# esm2:3 stops the only process after two saved ranges, esm2:2@1 stops rank 1 after its first (25-39)
+# esm2:3 stops the only process after two saved ranges, esm2:2@1 stops rank 1 after its first
 INTERRUPTS = {"SIGINT": ("esm2:3:stop", (), signal.SIGINT, "main"),
               "SIGTERM": ("esm2:3:stop", (), signal.SIGTERM, "main"),
               "SIGTERM-2-workers": ("esm2:2:stop@1", ("--cpu-workers", "2"), signal.SIGTERM, "main"),
@@ -513,8 +535,11 @@ def test_interrupt_says_one_line_and_resume_is_byte_identical(interrupted, basel
         time.sleep(0.2)
     if not workers:  # the main process unwound: the temp file of the step in flight is gone
         assert not list((out / checkpoint.DIR).rglob(".*.tmp-*"))
-    assert "25-39.npz" in saved(out)
+    one = INTERRUPTS[case][0] == "esm2:3:stop"
+    ranges = saved_by(out, 0 if one else 1)
+    assert len(ranges) == (2 if one else 1), ranges
+    unfinished = assert_kept(out, ranges)
     assert predict(out, "--resume") == 0  # the lock was released
     assert_same_results(out, baseline)
     assert not list((out / checkpoint.DIR).rglob(".*.tmp-*"))  # a killed worker's, removed by the resume
-    assert reused(out) >= 2 if INTERRUPTS[case][0] == "esm2:3:stop" else reused(out) >= 1
+    assert all(reused(out, stem) >= sum(s == stem for s, _ in ranges) for stem in unfinished)

@@ -333,6 +333,7 @@ class _Run:
                             part = _classify(orfs, engine.models, clock, dbar.update, pbar.update, tokens=tokens)
                             with clock("checkpoint"):
                                 store.save(data, a, b, part, self.keep, orfs)
+                                trace.mark("range_saved", detail=f"{r.rank} {a}-{b} {data.stem}")
                                 if r.is_main:
                                     with self.lock:
                                         store.note(data.stem)
