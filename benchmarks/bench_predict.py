@@ -54,26 +54,55 @@ def _handoff(n_gpus: int, what: str = "throughput") -> Path:
     return common.data_root() / "handoff" / f"{key}.json"
 
 
-def _replayed(out: str, wall: float) -> dict | None:
-    """{n_gpus: speedup} predicted from the 1-GPU run in `out` whose measured wall was `wall`
-    (virnucpro/replay.py's predicted_wall), None for a commit whose runs record no queue or whose
-    replay lacks the measured wall (before the replay existed, or before it took that wall)."""
+def _measured(out: str, wall: float) -> dict | None:
+    """The 1-GPU run in `out`, whose measured wall was `wall`, as virnucpro/replay.py replays it;
+    None for a commit whose runs record no queue or whose replay predates the measured spawn
+    cost (it divided two replays, or left spawning N workers out)."""
     try:
         from virnucpro import replay
     except ImportError:
         return None
-    if not hasattr(replay, "predicted_wall"):  # a commit whose replay divided two replays
+    if not hasattr(replay, "measured_spawn"):
         return None
     try:
         inputs, before, ahead = replay.measured(out)
     except ValueError:
         return None
-    return {str(n): replay.speedup(inputs, n, wall, before, ahead) for n in common.N_GPUS if n > 1}
+    return {"wall": wall, "before": before, "ahead": ahead,
+            "inputs": [{"ranges": i.ranges, "write": i.write} for i in inputs]}
 
 
-def _timed_run(cmd, timeout) -> float:
+def _spawn(timeout: float, repeat: int = 3):
+    """What one spawned worker costs a run (replay.measured_spawn): `repeat` runs of the short
+    input in a spawned worker (VIRNUCPRO_SPAWN_ONE=1) and as many in-process, interleaved."""
+    from virnucpro import replay
+
+    runs: dict = {"1": [], "0": []}
+    tmp = tempfile.mkdtemp(prefix="virnucpro-spawn-")
+    try:
+        cmd = common.predict_command([common.workload()["few_reads"]], str(Path(tmp) / "out"), 1)
+        for i in range(repeat):
+            for spawn, walls in runs.items():
+                marks = Path(tmp) / f"trace-{spawn}-{i}.txt"
+                walls.append((_timed_run(cmd, timeout, {"VIRNUCPRO_SPAWN_ONE": spawn, "VIRNUCPRO_TRACE": str(marks)}),
+                              marks))
+        return replay.measured_spawn(runs["1"], runs["0"])
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+
+
+def _predicted(run: dict, spawn, cores: int) -> dict:
+    """{n_gpus: speedup} of `_measured`'s run on N ranks (replay.speedup), spawning included."""
+    from virnucpro import replay
+
+    inputs = [replay.Input(i["ranges"], i["write"]) for i in run["inputs"]]
+    return {str(n): replay.speedup(inputs, n, run["wall"], run["before"], run["ahead"], replay.Spawn(*spawn), cores)
+            for n in common.N_GPUS if n > 1}
+
+
+def _timed_run(cmd, timeout, env=None) -> float:
     t0 = time.perf_counter()
-    common.run(cmd, timeout)
+    common.run(cmd, timeout, env)
     return time.perf_counter() - t0
 
 
@@ -103,7 +132,7 @@ class TimePredict(_OneRun):
             path.parent.mkdir(parents=True, exist_ok=True)
             path.write_text(json.dumps({"orfs_per_second": common.run_throughput(self.out)}))
             if n_gpus == 1 and hasattr(self, "wall"):
-                _handoff(1, "replay").write_text(json.dumps(_replayed(self.out, self.wall)))
+                _handoff(1, "replay").write_text(json.dumps(_measured(self.out, self.wall)))
         shutil.rmtree(self.out, ignore_errors=True)
 
     def time_predict(self, n_gpus, persistent_models):
@@ -146,34 +175,43 @@ class TrackPredictedSpeedup(_OneRun):
     """time_predict's speedup (persistent models) on n_gpus GPUs as virnucpro/replay.py predicts it
     from the 1-GPU run: each range's measured seconds, the start-up before the queue and each
     input's merge and write (run.json), replayed with n_gpus ranks pulling from the engine's
-    queue, plus the rest of the run's measured wall (model load, exit) as it was
-    (replay.predicted_wall).  A prediction, not a measurement: scripts/check_thresholds.py prints
-    it beside a speedup not measured.  NaN for a commit whose runs record no queue.
-    Version 2: the measured wall's other seconds counted (version 1 divided two replays)."""
-    METHOD = "measured 1-GPU wall / (that wall - replay(1 rank) + replay(n_gpus ranks))"
+    queue; the rest of the run's measured wall (imports, model load, exit) as it was; and what
+    spawning n_gpus workers adds, measured here on the short input as one spawned worker against
+    the in-process run (_spawn).  A prediction, not a measurement, and an upper
+    bound: NCCL's group of N and N ranks reading the model files at once need N GPUs to be seen.
+    scripts/check_thresholds.py prints it beside a speedup not measured.  NaN for a commit whose
+    runs record no queue or that cannot spawn one worker on request.
+    Version 3: spawning counted, writes cost rank 0 its time at every N (version 2 left both
+    out; version 1 divided two replays)."""
+    METHOD = ("measured 1-GPU wall / (that wall - replay(1 rank) + replay(n_gpus ranks) + spawn(n_gpus)); "
+              "spawn: 3 spawned 1-worker runs of few_reads against 3 in-process (medians): start-up to the "
+              "process group, times n_gpus / cores where the ranks outnumber the cores, plus the rest of the wall")
     params = [[n for n in common.N_GPUS if n > 1]]
     param_names = ["n_gpus"]
     unit = "x"
-    version = "2"
+    version = "3"
 
     def setup_cache(self):
         """time_predict's 1-GPU run when it ran in this `asv run`, else a run of its own."""
         handed = _handoff(1, "replay")
         if handed.is_file():
-            value = json.loads(handed.read_text())
+            run = json.loads(handed.read_text())
             handed.unlink()
-            return value
-        try:
-            common.require_devices(1)
-        except NotImplementedError:
+        else:
+            try:
+                common.require_devices(1)
+            except NotImplementedError:
+                return None
+            _warm_up()
+            out = tempfile.mkdtemp(prefix="virnucpro-bench-")
+            try:
+                wall = _timed_run(common.predict_command(common.workload()["predict_files"], out, 1), self.timeout)
+                run = _measured(out, wall)
+            finally:
+                shutil.rmtree(out, ignore_errors=True)
+        if run is None:
             return None
-        _warm_up()
-        out = tempfile.mkdtemp(prefix="virnucpro-bench-")
-        try:
-            wall = _timed_run(common.predict_command(common.workload()["predict_files"], out, 1), self.timeout)
-            return _replayed(out, wall)
-        finally:
-            shutil.rmtree(out, ignore_errors=True)
+        return _predicted(run, _spawn(self.timeout), common.usable_cores())
 
     def setup(self, replayed, n_gpus):
         if replayed is None:

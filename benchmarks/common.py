@@ -8,8 +8,11 @@ import gzip
 import importlib.util
 import json
 import os
+import shutil
 import subprocess
 import sys
+import tempfile
+import time
 from functools import lru_cache
 from importlib import resources
 from pathlib import Path
@@ -211,13 +214,17 @@ def predict_command(inputs, out: str, n_gpus: int, extra=()) -> list:
     return cmd + list(extra)
 
 
-def run(cmd, timeout: float) -> None:
+def run(cmd, timeout: float, env: dict | None = None) -> None:
     # asv hands the commit under test to this process through sys.path only (ASV_PYTHONPATH),
     # so the child gets the same path or it would import another virnucpro, or none.
-    env = {**os.environ, "PYTHONPATH": os.pathsep.join(p for p in sys.path if p)}
+    env = {**os.environ, **(env or {}), "PYTHONPATH": os.pathsep.join(p for p in sys.path if p)}
     done = subprocess.run(cmd, capture_output=True, text=True, timeout=timeout, env=env)
     if done.returncode != 0:
         raise RuntimeError(f"{' '.join(map(str, cmd))} failed ({done.returncode}): {done.stderr[-2000:]}")
+
+
+def usable_cores() -> int:
+    return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
 
 
 def run_throughput(out: str) -> float:

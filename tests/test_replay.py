@@ -4,7 +4,7 @@ import json
 
 import pytest
 
-from virnucpro.replay import Input, measured, predicted_wall, replay, speedup
+from virnucpro.replay import Input, Spawn, measured, measured_spawn, predicted_wall, replay, spawn_cost, speedup
 
 # A: a long range then three short ones; B: two of 2 s.  1 s of start-up before the queue.
 INPUTS = [Input([3, 1, 1, 1], write=0.5), Input([2, 2], write=1)]
@@ -17,16 +17,57 @@ def test_one_rank_does_everything_in_order_and_writes_between_ranges():
     assert s.wall == 12.5
 
 
-def test_two_ranks_pull_from_one_queue_across_inputs_and_rank_0_writes_in_a_thread():
+def test_two_ranks_pull_from_one_queue_across_inputs_and_rank_0_pays_the_writing_threads_seconds():
     s = replay(INPUTS, 2, before=1)
-    # rank 1 takes the three short ranges while rank 0 is on the long one; B starts when both are free
-    assert s.ranges == [(0, 1, 4), (1, 1, 2), (1, 2, 3), (1, 3, 4), (0, 4, 6), (1, 4, 6)]
-    assert s.written == [(4, 4.5), (6, 7)]
-    assert s.wall == 7
+    # rank 1 takes the three short ranges while rank 0 is on the long one; A is written at 4 in
+    # rank 0's thread, and rank 0 pays its 0.5 s before it takes B's second range
+    assert s.ranges == [(0, 1, 4), (1, 1, 2), (1, 2, 3), (1, 3, 4), (1, 4, 6), (0, 4.5, 6.5)]
+    assert s.written == [(4, 4.5), (6.5, 7.5)]
+    assert s.wall == 7.5
     # the measured 1-rank run took 15 s: 2.5 s the replay does not hold (model load, exit) stay
-    assert predicted_wall(INPUTS, 2, 15, before=1) == 15 - 12.5 + 7
-    assert speedup(INPUTS, 2, 15, before=1) == 15 / 9.5
+    assert predicted_wall(INPUTS, 2, 15, before=1) == 15 - 12.5 + 7.5
+    assert speedup(INPUTS, 2, 15, before=1) == 15 / 10
     assert speedup(INPUTS, 1, 15, before=1) == 1
+
+
+def test_n_spawned_ranks_add_the_measured_spawn_and_share_the_cores_for_their_start_up():
+    spawn = Spawn(startup=1.0, rest=0.5)
+    assert spawn_cost(spawn, 1) == 0  # one rank: the in-process run measured
+    assert spawn_cost(spawn, 2) == spawn_cost(spawn, 2, cores=16) == spawn_cost(spawn, 2, cores=2) == 1.5
+    assert spawn_cost(spawn, 3, cores=2) == 1.0 * 3 / 2 + 0.5  # start-ups contend, the teardown waits
+    assert spawn_cost(Spawn(-0.2, -0.1), 4) == 0  # a measurement inside the noise adds nothing, never subtracts
+    assert predicted_wall(INPUTS, 2, 15, before=1, spawn=spawn) == 15 - 12.5 + 7.5 + 1.5
+    assert predicted_wall(INPUTS, 3, 15, before=1, spawn=spawn, cores=2) == \
+        15 - 12.5 + replay(INPUTS, 3, before=1).wall + 2.0
+    assert speedup(INPUTS, 1, 15, before=1, spawn=spawn) == 1
+
+
+def test_the_spawn_cost_is_read_from_the_runs_traces_and_walls(tmp_path):
+    def traced(name, *marks):
+        path = tmp_path / name
+        path.write_text("".join(f"{pid} {m} {t}\n" for pid, m, t in marks))
+        return path
+
+    # in-process: its group at 1.0 s from its start; spawned: the worker's group at 2.25 s and 2.75 s
+    inproc = [(3.0, traced("a", (1, "process_start", 100.0), (1, "process_group", 101.0))),
+              (3.5, traced("b", (1, "process_start", 200.0), (1, "process_group", 201.0)))]
+    spawned = [(5.0, traced("c", (1, "process_start", 300.0), (2, "worker_start", 301.0), (2, "process_group", 302.25))),
+               (6.0, traced("d", (1, "process_start", 400.0), (2, "worker_start", 401.0), (2, "process_group", 402.75)))]
+    got = measured_spawn(spawned, inproc)
+    assert got == Spawn(startup=2.5 - 1.0, rest=(5.5 - 3.25) - 1.5)
+
+
+@pytest.mark.parametrize("ahead", [False, True])
+def test_never_more_than_the_ranks(ahead):
+    """Writes cost one rank its time at every N: a replay that let a thread write for free would
+    predict 2.0x and more from this run, whose writes are a third of its seconds."""
+    heavy = [Input([1.0] * 4, write=2.0) for _ in range(3)]
+    for n in (2, 3, 4, 8, 16):
+        for wall in (18.0, 30.0):
+            assert speedup(heavy, n, wall, ahead=ahead) <= n
+            assert speedup(heavy, n, wall, ahead=ahead, spawn=Spawn(0.5, 0.1), cores=2) < \
+                speedup(heavy, n, wall, ahead=ahead)
+    assert replay(heavy, 2, ahead=ahead).wall >= replay(heavy, 1, ahead=ahead).wall / 2
 
 
 def test_a_rank_that_reads_ahead_holds_its_next_range_while_it_works():
@@ -74,9 +115,10 @@ def test_measured_refuses_runs_it_cannot_replay(tmp_path):
 
 
 def test_the_suite_predicts_from_the_measured_wall_by_the_validated_formula(tmp_path):
-    """track_predicted_speedup's numbers (bench_predict._replayed) from a real CPU run: the measured
-    wall with the replay's part swapped for N ranks, never the ratio of two replays (which drops
-    model load and exit, and read 5-24 % high on the committed validation runs)."""
+    """track_predicted_speedup's numbers (bench_predict._measured, then _predicted) from a real CPU
+    run: the measured wall with the replay's part swapped for N ranks and the spawn cost added,
+    never the ratio of two replays (which drops model load and exit, and read 5-24 % high on
+    the committed validation runs)."""
     from benchmarks import bench_predict
     from conftest import DATA
     from virnucpro.cli import main
@@ -88,10 +130,15 @@ def test_the_suite_predicts_from_the_measured_wall_by_the_validated_formula(tmp_
     one = replay(inputs, 1, before, ahead).wall
     assert len(inputs[0].ranges) > 2 and one > 0
     for wall in (one + 3.0, one + 0.5):  # as if model load and exit had taken 3 s, or 0.5 s
-        got = bench_predict._replayed(str(out), wall)
-        for n in (2, 4, 8):
-            other = replay(inputs, n, before, ahead).wall
-            assert got[str(n)] == pytest.approx(wall / (wall - one + other), rel=1e-12)
-            assert got[str(n)] < one / other  # the ratio of replays claims more
-    assert bench_predict._replayed(str(out), one + 3.0) != bench_predict._replayed(str(out), one + 0.5)
-    assert bench_predict._replayed(str(tmp_path / "nothing"), 10.0) is None
+        run = json.loads(json.dumps(bench_predict._measured(str(out), wall)))  # as handed over, in JSON
+        for spawn, cores in (((0.0, 0.0), 16), ((1.25, 0.5), 16), ((1.25, 0.5), 2)):
+            got = bench_predict._predicted(run, spawn, cores)
+            for n in (2, 4, 8):
+                other = replay(inputs, n, before, ahead).wall
+                extra = spawn[0] * max(1, n / cores) + spawn[1]
+                assert got[str(n)] == pytest.approx(wall / (wall - one + other + extra), rel=1e-12)
+                assert got[str(n)] < one / other  # the ratio of replays claims more
+                assert got[str(n)] <= n
+    assert bench_predict._predicted(bench_predict._measured(str(out), one + 3.0), (0, 0), 16) != \
+        bench_predict._predicted(bench_predict._measured(str(out), one + 0.5), (0, 0), 16)
+    assert bench_predict._measured(str(tmp_path / "nothing"), 10.0) is None

@@ -168,12 +168,13 @@ def _predict(args, out: Path, ranked, inputs) -> int:
             "random_weights": args.random_weights, "seed": args.seed if args.random_weights else None}
     job = (inputs, out, opts, info, args.keep_intermediate, not args.no_persistent_models)
     gpus, world = None, ranked.world if ranked is not None else 1
+    spawn_one = settings.spawn_one()
     if ranked is None and args.gpus is not None:
         if args.device == "cpu":
             raise InputError("--gpus needs --device cuda or auto")
         gpus = parallel.parse_gpus(args.gpus, torch.cuda.device_count())
         opts.device, world = "cuda", len(gpus)
-        if world == 1:
+        if world == 1 and not spawn_one:
             # One GPU needs no second process: this one is its rank.  A spawned worker would
             # start Python and import torch again, seconds before its first batch.
             torch.cuda.set_device(gpus[0])
@@ -184,7 +185,7 @@ def _predict(args, out: Path, ranked, inputs) -> int:
         return 0
     fields = _fingerprint(args, opts, inputs, embed.resolve_device(opts.device))
     with checkpoint.Store(out).session(fields, {"every": args.checkpoint_every}, args.resume):
-        if ranked is not None or (world == 1 and args.cpu_workers is None):
+        if ranked is not None or (world == 1 and args.cpu_workers is None and not spawn_one):
             _predict_rank(*job)
         else:
             global _spawned_workers

@@ -5,21 +5,29 @@ range's seconds on the rank that did it, the seconds before the queue started (s
 load) and each input's merge and write.  `replay` plays the engine's distribution policy
 (workqueue.py) over those seconds with N ranks: one queue of ranges in input order; a rank takes
 the next range when it finishes one (or, `ahead`, when it starts one: it reads the next while
-the GPU works); rank 0 writes each input once all its ranges are done, in input order, in a
-thread of its own when N > 1 and between its ranges when N = 1; every rank pays the start-up at
-the same time.
+the GPU works); rank 0 writes each input once all its ranges are done, in input order.  Rank 0
+pays each write's seconds before its next range at every N: one rank writes between its ranges;
+several write in a thread of rank 0, whose share of that process's interpreter and cores a
+1-rank run cannot measure, so it is counted whole, and a prediction stays at or below N ranks.
 
-`predicted_wall` adds what the replay does not hold (start-up before the clock, model load, exit) as
-it was measured.  Left out: a range costs what it cost on the run measured whoever takes it (no contention
-between ranks for the host's cores, memory or disk); the spawning of N workers and their process
-group; every rank translating the inputs it takes (cheap, and overlapped with scoring).
+`predicted_wall` says what every rank pays once, in parallel (the measured run's seconds outside
+the replay: interpreter and imports, model load and warm-up, exit, kept as they were), what the
+queue spreads (the ranges, replayed) and what N ranks add (`spawn_cost`: N spawned workers and
+their process group, measured as one spawned worker against one in-process run).  Left out: a
+range costs what it cost on the run measured whoever takes it (no contention between ranks for
+the host's memory or disk); what only N GPUs show (NCCL's group of N, N ranks reading the model
+files at once), so on a GPU host the prediction is an upper bound by that much.
 """
 from __future__ import annotations
 
 import heapq
 import json
+import statistics
 from dataclasses import dataclass
 from pathlib import Path
+from typing import NamedTuple
+
+from virnucpro import trace
 
 
 @dataclass
@@ -62,26 +70,68 @@ def replay(inputs: list[Input], ranks: int, before: float = 0.0, ahead: bool = F
             if not ahead:
                 heapq.heappop(claims)
                 heapq.heappush(claims, (free[0], 0))
-        else:
+        else:  # rank 0's thread writes once the ranges are done and the input before is written
             begin = max(last, writer)
             writer = begin + inp.write
+            free[0] += inp.write  # and rank 0 pays those seconds before its next range
+            if not ahead:
+                claims = [(max(t, free[0]) if r == 0 else t, r) for t, r in claims]
+                heapq.heapify(claims)
         written.append((begin, begin + inp.write))
     wall = max([*free, *(e for _, e in written), before])
     return Schedule(wall, done, written)
 
 
-def predicted_wall(inputs: list[Input], ranks: int, wall: float, before: float = 0.0, ahead: bool = False) -> float:
-    """The run's wall on `ranks` ranks from its measured wall on one: what the replay holds is
-    replayed, and every other second of the measured run (interpreter and imports before the
-    clock, each rank's model load and warm-up after it, the exit) is kept as it was, since every
-    rank pays it at the same time: wall - replay(1) + replay(ranks).  The one formula that both
-    the suite (track_predicted_speedup) and scripts/probes/validate_replay.py use."""
-    return wall - replay(inputs, 1, before, ahead).wall + replay(inputs, ranks, before, ahead).wall
+class Spawn(NamedTuple):
+    """What one spawned worker costs a run measured in one process (one spawned worker's run
+    against an in-process run of the same input): `startup`, its interpreter, imports and process
+    group before the queue, work on the host's cores; `rest`, the other seconds (teardown,
+    joining the worker), mostly waiting."""
+    startup: float = 0.0
+    rest: float = 0.0
 
 
-def speedup(inputs: list[Input], ranks: int, wall: float, before: float = 0.0, ahead: bool = False) -> float:
+def measured_spawn(spawned: list, in_process: list) -> Spawn:
+    """`Spawn` from runs of one short input, each a (wall seconds, VIRNUCPRO_TRACE file) pair:
+    `startup` from the median of each run's process start to its (worker's) process group, the
+    rest from the median walls."""
+    def group_at(path) -> float:
+        marks = trace.read(path)
+        start = min(m.t for m in marks if m.name == "process_start")
+        return max(m.t for m in marks if m.name == "process_group") - start
+
+    startup = statistics.median(map(group_at, (t for _, t in spawned))) - \
+        statistics.median(map(group_at, (t for _, t in in_process)))
+    extra = statistics.median(w for w, _ in spawned) - statistics.median(w for w, _ in in_process)
+    return Spawn(round(startup, 4), round(extra - startup, 4))
+
+
+def spawn_cost(spawn: Spawn, ranks: int, cores: int | None = None) -> float:
+    """Seconds N spawned ranks add to a run measured in one process: every rank pays `spawn` at
+    the same time; where the ranks outnumber the host's `cores`, their start-ups share the cores
+    and take ranks / cores times as long (a measurement inside the noise adds nothing)."""
+    if ranks <= 1:
+        return 0.0
+    share = max(1.0, ranks / cores) if cores else 1.0
+    return max(spawn.startup, 0.0) * share + max(spawn.rest, 0.0)
+
+
+def predicted_wall(inputs: list[Input], ranks: int, wall: float, before: float = 0.0, ahead: bool = False,
+                   spawn: Spawn = Spawn(), cores: int | None = None) -> float:
+    """The run's wall on `ranks` ranks from its measured wall on one (in-process): what the replay
+    holds is replayed, every other second of the measured run (interpreter and imports before the
+    clock, model load and warm-up after it, the exit) is kept as it was, since every rank pays it
+    at the same time, and N spawned ranks add `spawn_cost`:
+    wall - replay(1) + replay(ranks) + spawn_cost.  The one formula that both the suite
+    (track_predicted_speedup) and scripts/probes/validate_replay.py use."""
+    return (wall - replay(inputs, 1, before, ahead).wall + replay(inputs, ranks, before, ahead).wall
+            + spawn_cost(spawn, ranks, cores))
+
+
+def speedup(inputs: list[Input], ranks: int, wall: float, before: float = 0.0, ahead: bool = False,
+            spawn: Spawn = Spawn(), cores: int | None = None) -> float:
     """The measured 1-rank wall over `predicted_wall` on `ranks` ranks."""
-    return wall / predicted_wall(inputs, ranks, wall, before, ahead)
+    return wall / predicted_wall(inputs, ranks, wall, before, ahead, spawn, cores)
 
 
 def measured(out) -> tuple[list[Input], float, bool]:

@@ -23,6 +23,7 @@ from virnucpro.errors import SettingError
 # ---------------------------------------------------------------------------------------
 
 TRACE = "VIRNUCPRO_TRACE"
+SPAWN_ONE = "VIRNUCPRO_SPAWN_ONE"
 TEST_FAULT = "VIRNUCPRO_TEST_FAULT"
 COMPILE_THREADS = "TORCHINDUCTOR_COMPILE_THREADS"
 
@@ -99,6 +100,16 @@ def _whole(name: str, text: str, low: int) -> int:
         raise SettingError(f"{name}={text!r}: expected a whole number >= {low} "
                            "(set by torchrun or by --gpus)")
     return value
+
+
+def spawn_one() -> bool:
+    """VIRNUCPRO_SPAWN_ONE=1: one GPU (or the CPU without --cpu-workers) runs in a spawned worker,
+    as each of N ranks does, instead of in this process: what spawning costs a run, measured
+    against the in-process run (the scaling prediction, virnucpro/replay.py)."""
+    value = os.environ.get(SPAWN_ONE, "")
+    if value not in ("", "0", "1"):
+        raise SettingError(f"{SPAWN_ONE}={value!r}: expected 0 or 1")
+    return value == "1"
 
 
 def rank_env() -> tuple[int, int, int] | None:
