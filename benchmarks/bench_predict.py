@@ -96,7 +96,8 @@ def _predicted(run: dict, spawn, cores: int) -> dict:
     from virnucpro import replay
 
     inputs = [replay.Input(i["ranges"], i["write"]) for i in run["inputs"]]
-    return {str(n): replay.speedup(inputs, n, run["wall"], run["before"], run["ahead"], replay.Spawn(*spawn), cores)
+    return {str(n): replay.speedup(inputs, n, run["wall"], run["before"], run["ahead"],
+                                   replay.spawn_cost(replay.Spawn(*spawn), n, cores))
             for n in common.N_GPUS if n > 1}
 
 

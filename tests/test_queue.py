@@ -7,7 +7,6 @@ import subprocess
 import sys
 import time
 from collections import Counter
-from pathlib import Path
 
 import pytest
 
@@ -112,19 +111,22 @@ def test_the_replay_validation_runs_at_tiny_size(tmp_path):
         import validate_replay
     finally:
         sys.path.remove(str(ROOT / "scripts" / "probes"))
-    spawn = validate_replay.spawn_seconds(tmp_path, repeat=1)
-    assert len(spawn["spawned"]) == len(spawn["in_process"]) == 1
+    spawn = validate_replay.spawn_seconds(tmp_path, repeat=1, workers=(2,))
+    assert set(spawn["walls"]) == {"in_process", "one", "2"} and all(len(w) == 1 for w in spawn["walls"].values())
+    spawn = {"one_worker": {"startup": 0.5, "rest": 0.25}, "workers": {"2": 1.5}}
     got = validate_replay.validate(validate_replay.EVEN, sleep=0.05, every=16, workers=(2,), repeat=1,
-                                   spawn=(0.5, 0.25), cores=1, tmp=tmp_path)
+                                   spawn=spawn, cores=1, tmp=tmp_path)
     assert [r["workers"] for r in got["runs"]] == ["1 (in-process)", 2]
     assert got["ranges"] == 5 + 4  # 67 and 52 chunks in ranges of 16
     two = got["runs"][1]
     assert two["predicted_wall"] > 0 and two["measured_wall"] > 0
     assert two["error"] == pytest.approx(two["predicted_wall"] / two["measured_wall"] - 1, abs=1e-3)
-    assert two["terms"]["spawn_cost"] == 1.25  # 0.5 s of start-up for each of 2 ranks on 1 core, and 0.25 s
     terms = two["terms"]
+    assert terms["spawn_measured"] == 1.5
     assert two["predicted_wall"] == pytest.approx(terms["kept_from_the_1_process_run"] + terms["replayed_queue"]
-                                                  + terms["spawn_cost"], abs=2e-3)
+                                                  + 1.5, abs=2e-3)
+    # a 1-GPU host's model: 0.5 s of start-up for each of 2 ranks on 1 core, and 0.25 s
+    assert two["from_one_worker"]["spawn_cost"] == 1.25
 
 
 def test_read_ahead_takes_each_range_as_the_one_before_ends_and_keeps_the_bytes(baseline, tmp_path):

@@ -36,10 +36,9 @@ def test_n_spawned_ranks_add_the_measured_spawn_and_share_the_cores_for_their_st
     assert spawn_cost(spawn, 2) == spawn_cost(spawn, 2, cores=16) == spawn_cost(spawn, 2, cores=2) == 1.5
     assert spawn_cost(spawn, 3, cores=2) == 1.0 * 3 / 2 + 0.5  # start-ups contend, the teardown waits
     assert spawn_cost(Spawn(-0.2, -0.1), 4) == 0  # a measurement inside the noise adds nothing, never subtracts
-    assert predicted_wall(INPUTS, 2, 15, before=1, spawn=spawn) == 15 - 12.5 + 7.5 + 1.5
-    assert predicted_wall(INPUTS, 3, 15, before=1, spawn=spawn, cores=2) == \
+    assert predicted_wall(INPUTS, 2, 15, before=1, spawned=spawn_cost(spawn, 2)) == 15 - 12.5 + 7.5 + 1.5
+    assert predicted_wall(INPUTS, 3, 15, before=1, spawned=spawn_cost(spawn, 3, 2)) == \
         15 - 12.5 + replay(INPUTS, 3, before=1).wall + 2.0
-    assert speedup(INPUTS, 1, 15, before=1, spawn=spawn) == 1
 
 
 def test_the_spawn_cost_is_read_from_the_runs_traces_and_walls(tmp_path):
@@ -65,7 +64,7 @@ def test_never_more_than_the_ranks(ahead):
     for n in (2, 3, 4, 8, 16):
         for wall in (18.0, 30.0):
             assert speedup(heavy, n, wall, ahead=ahead) <= n
-            assert speedup(heavy, n, wall, ahead=ahead, spawn=Spawn(0.5, 0.1), cores=2) < \
+            assert speedup(heavy, n, wall, ahead=ahead, spawned=spawn_cost(Spawn(0.5, 0.1), n, 2)) < \
                 speedup(heavy, n, wall, ahead=ahead)
     assert replay(heavy, 2, ahead=ahead).wall >= replay(heavy, 1, ahead=ahead).wall / 2
 

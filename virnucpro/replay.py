@@ -12,8 +12,10 @@ several write in a thread of rank 0, whose share of that process's interpreter a
 
 `predicted_wall` says what every rank pays once, in parallel (the measured run's seconds outside
 the replay: interpreter and imports, model load and warm-up, exit, kept as they were), what the
-queue spreads (the ranges, replayed) and what N ranks add (`spawn_cost`: N spawned workers and
-their process group, measured as one spawned worker against one in-process run).  Left out: a
+queue spreads (the ranges, replayed) and what N ranks add: N spawned workers and their process
+group, measured where N workers can run (CPU workers: a short input with --cpu-workers N against
+in-process), else `spawn_cost` from one spawned worker against one in-process run (a GPU host
+with one GPU).  Left out: a
 range costs what it cost on the run measured whoever takes it (no contention between ranks for
 the host's memory or disk); what only N GPUs show (NCCL's group of N, N ranks reading the model
 files at once), so on a GPU host the prediction is an upper bound by that much.
@@ -117,21 +119,20 @@ def spawn_cost(spawn: Spawn, ranks: int, cores: int | None = None) -> float:
 
 
 def predicted_wall(inputs: list[Input], ranks: int, wall: float, before: float = 0.0, ahead: bool = False,
-                   spawn: Spawn = Spawn(), cores: int | None = None) -> float:
+                   spawned: float = 0.0) -> float:
     """The run's wall on `ranks` ranks from its measured wall on one (in-process): what the replay
     holds is replayed, every other second of the measured run (interpreter and imports before the
     clock, model load and warm-up after it, the exit) is kept as it was, since every rank pays it
-    at the same time, and N spawned ranks add `spawn_cost`:
-    wall - replay(1) + replay(ranks) + spawn_cost.  The one formula that both the suite
-    (track_predicted_speedup) and scripts/probes/validate_replay.py use."""
-    return (wall - replay(inputs, 1, before, ahead).wall + replay(inputs, ranks, before, ahead).wall
-            + spawn_cost(spawn, ranks, cores))
+    at the same time, and `spawned`, what N spawned ranks add (spawn_cost, or where N workers can
+    run, their own measured cost), is added: wall - replay(1) + replay(ranks) + spawned.  The one
+    formula that both the suite (track_predicted_speedup) and scripts/probes/validate_replay.py use."""
+    return wall - replay(inputs, 1, before, ahead).wall + replay(inputs, ranks, before, ahead).wall + spawned
 
 
 def speedup(inputs: list[Input], ranks: int, wall: float, before: float = 0.0, ahead: bool = False,
-            spawn: Spawn = Spawn(), cores: int | None = None) -> float:
+            spawned: float = 0.0) -> float:
     """The measured 1-rank wall over `predicted_wall` on `ranks` ranks."""
-    return wall / predicted_wall(inputs, ranks, wall, before, ahead, spawn, cores)
+    return wall / predicted_wall(inputs, ranks, wall, before, ahead, spawned)
 
 
 def measured(out) -> tuple[list[Input], float, bool]:

@@ -4,12 +4,11 @@
 Each ESM-2 range is made to take `--sleep` seconds more (the fault hook's sleep action), so that
 ranges cost known, mostly idle time and 2 or 3 workers on a small host can overlap them.  As
 the suite does on a GPU host (track_predicted_speedup): the tiny preset runs in one process
-(the 1-GPU run's shape); its run.json files are replayed for N ranks; spawning is measured
-apart, on a short input, as one spawned worker (VIRNUCPRO_SPAWN_ONE=1) against one in-process
-run; the host's cores bound how many ranks start at once.  Then it runs with `--cpu-workers`
-2 and 3 and compares: predicted wall(N) = wall(1) - replay(1) + replay(N) + spawn_cost(N), where spawn_cost is one
-spawned worker's start-up (to its process group: N of them share the cores) plus the rest of
-its measured cost (teardown).
+(the 1-GPU run's shape) and its run.json files are replayed for N ranks.  Then it runs with
+`--cpu-workers` 2 and 3 and compares: predicted wall(N) = wall(1) - replay(1) + replay(N) + spawn(N), spawn(N)
+measured on the short input with `--cpu-workers N` against in-process; beside it, the model a
+1-GPU host must use: one spawned worker's start-up (N of them share the cores) plus the rest of
+its cost (replay.spawn_cost).
 Every run is made `--repeat` times and its median wall taken.  Beside each wall, the run's own
 record: the seconds before the queue and the end of its last range from the queue's start, so
 that an error can be told apart into start-up, queue and the end of the run.
@@ -76,42 +75,52 @@ def median_run(inputs, out: Path, workers, sleep: float, every: int, repeat: int
     return wall, [round(w, 3) for w, _ in walls], recorded(out)
 
 
-def spawn_seconds(tmp: Path, repeat: int) -> dict:
-    """One spawned worker against in-process, on the short input, interleaved: replay.measured_spawn
-    of their walls and traces, as the suite's bench_predict._spawn."""
+def spawn_seconds(tmp: Path, repeat: int, workers=(2, 3)) -> dict:
+    """What spawning costs, on the short input, interleaved with in-process runs: for each N of
+    `workers`, median wall of `--cpu-workers N` less median wall in-process (measured where N
+    workers can run, as on the CPU); and one spawned worker (VIRNUCPRO_SPAWN_ONE=1) split into
+    start-up and the rest by replay.measured_spawn, as a 1-GPU host measures it."""
     from virnucpro import replay
 
-    runs: dict = {True: [], False: []}
+    kinds = {"in_process": {}, "one": {"spawn_one": True}, **{n: {"workers": n} for n in workers}}
+    runs: dict = {k: [] for k in kinds}
     for i in range(repeat):
-        for spawn, done in runs.items():
-            marks = tmp / f"spawn-trace-{int(spawn)}-{i}.txt"
-            done.append((run(SHORT, tmp / "spawn", None, 0.0, 4, spawn_one=spawn, marks=marks), marks))
-    got = replay.measured_spawn(runs[True], runs[False])
-    return {"startup": got.startup, "rest": got.rest, "spawned": [round(w, 3) for w, _ in runs[True]],
-            "in_process": [round(w, 3) for w, _ in runs[False]]}
+        for kind, how in kinds.items():
+            marks = tmp / f"spawn-trace-{kind}-{i}.txt"
+            wall = run(SHORT, tmp / "spawn", how.get("workers"), 0.0, 4, spawn_one=how.get("spawn_one", False),
+                       marks=marks)
+            runs[kind].append((wall, marks))
+    base = statistics.median(w for w, _ in runs["in_process"])
+    one = replay.measured_spawn(runs["one"], runs["in_process"])
+    return {"one_worker": {"startup": one.startup, "rest": one.rest},
+            "workers": {str(n): round(statistics.median(w for w, _ in runs[n]) - base, 3) for n in workers},
+            "walls": {str(k): [round(w, 3) for w, _ in v] for k, v in runs.items()}}
 
 
-def validate(inputs, sleep: float, every: int, workers, repeat: int, spawn, cores: int, tmp: Path) -> dict:
-    """`spawn`: replay.Spawn (or its two numbers)."""
+def validate(inputs, sleep: float, every: int, workers, repeat: int, spawn: dict, cores: int, tmp: Path) -> dict:
+    """`spawn`: spawn_seconds' figures: the measured cost of N workers is what the prediction adds;
+    beside it, what one spawned worker's cost (replay.spawn_cost, as on a 1-GPU host) would add."""
     from virnucpro import replay
 
-    spawn = replay.Spawn(*spawn)
+    one_worker = replay.Spawn(**spawn["one_worker"])
     one = tmp / f"w1-{sleep}-{len(inputs)}"
     wall1, walls1, rec = median_run(inputs, one, None, sleep, every, repeat)
     measured, before, ahead = replay.measured(one)
+    base = replay.replay(measured, 1, before, ahead).wall
     rows = [{"workers": "1 (in-process)", "measured_wall": round(wall1, 3), "walls": walls1,
-             "replay_wall": round(replay.replay(measured, 1, before, ahead).wall, 3), "recorded": rec}]
+             "replay_wall": round(base, 3), "recorded": rec}]
     for n in workers:
         s = replay.replay(measured, n, before, ahead)
-        predicted = replay.predicted_wall(measured, n, wall1, before, ahead, spawn, cores)
+        predicted = replay.predicted_wall(measured, n, wall1, before, ahead, spawn["workers"][str(n)])
+        modelled = replay.predicted_wall(measured, n, wall1, before, ahead, replay.spawn_cost(one_worker, n, cores))
         wall, walls, rec = median_run(inputs, tmp / f"w{n}-{sleep}-{len(inputs)}", n, sleep, every, repeat)
         rows.append({"workers": n, "measured_wall": round(wall, 3), "walls": walls,
                      "predicted_wall": round(predicted, 3), "error": round(predicted / wall - 1, 4),
                      "measured_speedup": round(wall1 / wall, 3), "predicted_speedup": round(wall1 / predicted, 3),
-                     "terms": {"kept_from_the_1_process_run": round(wall1 - replay.replay(measured, 1, before,
-                                                                                          ahead).wall, 3),
-                               "replayed_queue": round(s.wall, 3),
-                               "spawn_cost": round(replay.spawn_cost(spawn, n, cores), 3)},
+                     "terms": {"kept_from_the_1_process_run": round(wall1 - base, 3), "replayed_queue": round(s.wall, 3),
+                               "spawn_measured": spawn["workers"][str(n)]},
+                     "from_one_worker": {"spawn_cost": round(replay.spawn_cost(one_worker, n, cores), 3),
+                                         "predicted_wall": round(modelled, 3), "error": round(modelled / wall - 1, 4)},
                      "recorded": rec, "replayed": {"before_queue": before, "last_range_end": round(
                          max(e for _, _, e in s.ranges) - before, 4)}})
     return {"inputs": [p.name for p in inputs], "fault": f"esm2:*:sleep{sleep}", "checkpoint_every": every,
@@ -131,8 +140,7 @@ def main(argv=None) -> int:
     plans = [(EVEN, s) for s in args.sleep] + ([(UNEQUAL, args.sleep[0])] if args.unequal else [])
     with tempfile.TemporaryDirectory(prefix="virnucpro-replay-") as tmp:
         spawn = spawn_seconds(Path(tmp), args.repeat)
-        workloads = [validate(inputs, sleep, args.every, (2, 3), args.repeat, (spawn["startup"], spawn["rest"]),
-                              cores, Path(tmp))
+        workloads = [validate(inputs, sleep, args.every, (2, 3), args.repeat, spawn, cores, Path(tmp))
                      for inputs, sleep in plans]
     commit = subprocess.run(["git", "-C", str(ROOT), "rev-parse", "--short", "HEAD"], capture_output=True,
                             text=True).stdout.strip()
@@ -142,7 +150,9 @@ def main(argv=None) -> int:
               "machine": {"host": platform.node(), "cores": cores, "platform": platform.platform(),
                           "cpu": next((ln.split(":", 1)[1].strip() for ln in Path("/proc/cpuinfo").read_text()
                                        .splitlines() if ln.startswith("model name")), platform.processor())},
-              "formula": "wall(1) - replay(1) + replay(N) + spawn.startup * max(1, N / cores) + spawn.rest",
+              "formula": "wall(1) - replay(1) + replay(N) + spawn(N), spawn(N) measured with --cpu-workers N on the "
+                         "short input; from_one_worker: spawn(N) = startup * max(1, N / cores) + rest of one "
+                         "spawned worker (what a 1-GPU host can measure)",
               "spawn": spawn, "repeat": args.repeat, "workloads": workloads}
     text = json.dumps(result, indent=1) + "\n"
     if args.out:
