@@ -4,20 +4,15 @@ Params are identical on every host; what a host cannot run is skipped by raising
 NotImplementedError in setup, which asv records as NaN ("not measured").
 """
 import ctypes
-import gzip
 import importlib.util
 import json
 import os
-import shutil
 import subprocess
 import sys
-import tempfile
-import time
 from functools import lru_cache
-from importlib import resources
 from pathlib import Path
 
-import numpy as np
+from . import datasets
 
 N_GPUS = [1, 2, 4, 8]
 STAGES = ["translate", "dnabert", "esm2", "merge", "predict"]
@@ -121,25 +116,6 @@ def require_devices(n_gpus: int, gpu_only: bool = False) -> None:
         raise NotImplementedError(f"{n_gpus} GPUs asked for, {have} present")
 
 
-def _genome() -> str:
-    path = resources.files("pyrodigal") / "tests" / "data" / GENOME
-    with path.open("rb") as raw, gzip.open(raw, "rt") as f:
-        return "".join(line.strip() for line in f if not line.startswith(">"))
-
-
-def _write(path: Path, records) -> None:
-    tmp = path.with_suffix(".tmp")
-    with open(tmp, "w") as f:
-        for rid, seq in records:
-            f.write(f">{rid}\n")
-            f.writelines(seq[i:i + 80] + "\n" for i in range(0, len(seq), 80))
-    os.replace(tmp, path)
-
-
-def _revcomp(seq: str) -> str:
-    return seq.translate(str.maketrans("ACGTN", "TGCAN"))[::-1]
-
-
 def data_root() -> Path:
     """Where the suite keeps what it makes once per machine: outside the repository."""
     return Path(os.environ.get("VIRNUCPRO_BENCH_DATA", Path.home() / ".cache" / "virnucpro-bench"))
@@ -177,27 +153,20 @@ def workload(name: str | None = None) -> dict:
     few_reads = root / f"first_{FEW_READS}_reads.fna"
     if not all(f.exists() for f in files + [reference, few_reads]):
         root.mkdir(parents=True, exist_ok=True)
-        genome = _genome()[: p["genome_bp"]]
+        genome = datasets.sequence(GENOME)[: p["genome_bp"]]
         step = -(-len(genome) // p["parts"])
         for i in range(p["parts"]):
-            _write(files[i], [(f"part{i + 1}", genome[i * step:(i + 1) * step])])
-        rng = np.random.default_rng(150)
-        starts = rng.integers(0, len(genome) - READ_LEN, size=p["reads"])
-        reads = []
-        for k, s in enumerate(starts):
-            read = genome[s:s + READ_LEN]
-            reads.append((f"read{k + 1}", _revcomp(read) if k % 2 else read))
-        _write(files[-1], reads)
-        _write(few_reads, reads[:FEW_READS])
-        _write(reference, [("reference_subset", genome[: p["reference_bp"]])])
+            datasets.write_fasta(files[i], [(f"part{i + 1}", genome[i * step:(i + 1) * step])])
+        reads = datasets.genome_reads(genome, p["reads"], READ_LEN, seed=150)
+        datasets.write_fasta(files[-1], reads)
+        datasets.write_fasta(few_reads, reads[:FEW_READS])
+        datasets.write_fasta(reference, [("reference_subset", genome[: p["reference_bp"]])])
     predict_files = [root / f"metagenome{i + 1}.fna" for i in range(len(p["metagenome_bp"]))]
     predict_files.append(root / f"reads_{p['predict_reads']}.fna")
     if not all(f.exists() for f in predict_files):
-        from . import datasets
-
         for i, bp in enumerate(p["metagenome_bp"]):
-            _write(predict_files[i], datasets.metagenome(bp, seed=i + 1))
-        _write(predict_files[-1], datasets.reads(p["predict_reads"], seed=100))
+            datasets.write_fasta(predict_files[i], datasets.metagenome(bp, seed=i + 1))
+        datasets.write_fasta(predict_files[-1], datasets.reads(p["predict_reads"], seed=100))
     return {"files": [str(f) for f in files], "reads_file": str(files[-1]), "reference": str(reference),
             "few_reads": str(few_reads), "predict_files": [str(f) for f in predict_files], "root": root, **p}
 

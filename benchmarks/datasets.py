@@ -4,6 +4,7 @@ two are alike) and short reads.  Deterministic for a seed; nothing is downloaded
 from __future__ import annotations
 
 import gzip
+import os
 from functools import lru_cache
 from importlib import resources
 
@@ -78,3 +79,28 @@ def reads(n: int, length: int = 150, seed: int = 0, rate=(0.001, 0.02)) -> list[
             seen.add(seq)
             out.append((f"read{len(out) + 1}_{name}_{start}", seq))
     return out
+
+
+def sequence(filename: str) -> str:
+    """The bases of one of pyrodigal's genome files, all records joined, as written there."""
+    path = resources.files("pyrodigal") / "tests" / "data" / filename
+    with path.open("rb") as raw, gzip.open(raw, "rt") as f:
+        return "".join(line.strip() for line in f if not line.startswith(">"))
+
+
+def genome_reads(genome: str, n: int, length: int, seed: int) -> list[tuple[str, str]]:
+    """n error-free reads of the genome at random places, every second one reverse-complemented."""
+    starts = np.random.default_rng(seed).integers(0, len(genome) - length, size=n)
+    flip = str.maketrans("ACGTN", "TGCAN")
+    return [(f"read{k + 1}", genome[s:s + length].translate(flip)[::-1] if k % 2 else genome[s:s + length])
+            for k, s in enumerate(starts)]
+
+
+def write_fasta(path, records) -> None:
+    """Records as FASTA, 80 bases a line, written whole or not at all."""
+    tmp = path.with_suffix(".tmp")
+    with open(tmp, "w") as f:
+        for rid, seq in records:
+            f.write(f">{rid}\n")
+            f.writelines(seq[i:i + 80] + "\n" for i in range(0, len(seq), 80))
+    os.replace(tmp, path)

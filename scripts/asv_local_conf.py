@@ -9,24 +9,10 @@ asv has no option for the results folder, and `asv run` (even with --dry-run) re
 """
 from __future__ import annotations
 
-import json
 import sys
 from pathlib import Path
 
-ROOT = Path(__file__).resolve().parents[1]
-
-
-def asv_config(results_dir: Path, into: Path = ROOT / ".asv") -> Path:
-    """asv reads a config's paths relative to its folder, so every path is made absolute."""
-    conf = json.loads((ROOT / "asv.conf.json").read_text())
-    for key in ("repo", "benchmark_dir", "env_dir", "html_dir"):
-        conf[key] = str((ROOT / conf[key]).resolve())
-    conf["results_dir"] = str(Path(results_dir).resolve())
-    into.mkdir(parents=True, exist_ok=True)
-    path = into / f"asv.{Path(results_dir).name}.conf.json"
-    path.write_text(json.dumps(conf, indent=2) + "\n")
-    return path
-
+from suite.asvrun import asv_config
 
 if __name__ == "__main__":
     if len(sys.argv) != 2:

@@ -23,158 +23,14 @@ from pathlib import Path
 import numpy as np
 import torch
 
-ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT))
-
-from benchmarks import common, sampling  # noqa: E402
-from virnucpro import embed, faults, owned, perf, pipeline  # noqa: E402
-from virnucpro import settings  # noqa: E402
-from virnucpro.fasta import read_fasta  # noqa: E402
-from virnucpro.outputs import chunk_verdicts, package_commit  # noqa: E402
-from scripts import user_view  # noqa: E402
-
-
-DNABERT_REPEAT = 8  # the genome's ORFs once make a 0.3 s stage: too short to sample utilisation
-
-
-def log(*a):
-    print(*a, file=sys.stderr, flush=True)
-
-
-def stage_alone(stage, embedder, seqs, peak):
-    """The stage sampled as the asv suite samples it (benchmarks/sampling.py): medians of >= 5
-    passes, NVML read >= 100 times, the profiler's kernel-busy share of one more pass."""
-    perf.warm_up(embedder, seqs)
-    graphs = perf.compiled_graphs()
-    r = sampling.monitored_stage(stage, embedder, seqs)
-    d = {"stage": stage, "items": len(seqs), "samples": len(r["seconds"]),
-         "seconds": float(np.median(r["seconds"])),
-         **{k: float(np.median(r[k])) for k in ("items_per_second", "tokens_per_second")},
-         "mfu": float(np.median(r["flops_per_second"])) / peak,
-         "gpu_util_percent": float(np.mean(r["gpu_util_percent"])) if "gpu_util_percent" in r else float("nan"),
-         **{k: r[k] for k in ("nvml_samples", "kernel_busy_percent", "peak_memory_bytes") if k in r}}
-    d["batch_tokens"], d["graphs_compiled_in_clock"] = embedder.batch_tokens, perf.compiled_graphs() - graphs
-    log(f"{stage}: {d['items_per_second']:.0f} ORFs/s, {d['tokens_per_second']:.0f} tok/s, "
-        f"MFU {d['mfu']:.3f}, util {d['gpu_util_percent']:.1f}%")
-    return d
-
-
-def measure_stage(report: dict, stage: str, embedder, seqs, peak, unfused: bool, profile_items: int) -> None:
-    """The stage alone, its kernel profile, and optionally the same with the fusions off."""
-    report[stage] = stage_alone(stage, embedder, seqs, peak)
-    report[f"{stage}_kernels"] = kernel_profile(embedder, seqs[:profile_items])
-    if unfused:
-        with settings.override(fused=False):
-            report[f"{stage}_unfused"] = stage_alone(stage, embedder, seqs, peak)
-
-
-def kernel_profile(embedder, seqs, top: int = 12) -> dict:
-    """Where one embedding run's GPU time goes: the top kernels and their share (torch.profiler)."""
-    if embedder.device.type != "cuda":
-        return {}
-    from torch.profiler import ProfilerActivity, profile
-
-    tokens = embedder.token_lists(seqs)
-    try:
-        with profile(activities=[ProfilerActivity.CUDA]) as prof:
-            embedder.embed_tokens(tokens)
-            torch.cuda.synchronize()
-        kernels: dict = {}
-        for e in prof.events():
-            if e.device_type == torch.autograd.DeviceType.CUDA:
-                kernels[e.name] = kernels.get(e.name, 0.0) + e.device_time
-        total = sum(kernels.values())
-        ranked = sorted(kernels.items(), key=lambda kv: -kv[1])
-        d = {"tokens": sum(map(len, tokens)), "gpu_ms": total / 1e3,
-             "top": [{"kernel": k[:160], "ms": v / 1e3, "share": v / total} for k, v in ranked[:top]]}
-    except Exception as e:  # the profiler's API moves between releases; the rest of the report matters more
-        return {"error": f"{type(e).__name__}: {e}"[:300]}
-    log(f"kernels: {json.dumps(d['top'][:6])}")
-    return d
-
-
-def save(report: dict, out: str) -> None:
-    """Written after every section, so a run cut short still leaves what it measured."""
-    Path(out).mkdir(parents=True, exist_ok=True)
-    (Path(out) / "gpu_report.json").write_text(json.dumps(report, indent=2) + "\n")
-
-
-def empty_cache(dev):
-    if dev.type == "cuda":
-        torch.cuda.empty_cache()
-
-
-def cosine_rows(a: torch.Tensor, b: torch.Tensor) -> np.ndarray:
-    return torch.nn.functional.cosine_similarity(a.double(), b.double(), dim=1).numpy()
-
-
-def end_to_end(paths, models, opts, label, min_seconds=0.0, monitored=True):
-    """predict in this process, models already loaded: ORFs/s from reading to written results.
-    The speedup runs go without the NVML sampling thread, as in the asv benchmark, so that both
-    time the same thing (the reference engine's one-sequence steps are bound by kernel launches,
-    which a second Python thread can slow)."""
-    out = Path(tempfile.mkdtemp(prefix="virnucpro-e2e-"))
-    monitor = perf.start_monitor() if monitored else None
-    d = common.predict_in_process(paths, models, opts, out, monitor, min_seconds)
-    util = monitor.get_average_utilization(stage="embedding") if monitor else float("nan")
-    if monitor:
-        monitor.stop()
-    copies = d["files"]
-    d.update(label=f"{label} x{copies}" if copies > 1 else label, orfs_per_second=d["orfs"] / d["seconds"],
-             esm_tokens_per_second=d["esm_tokens"] / d["seconds"], gpu_util_embedding_percent=util)
-    log(f"e2e {label}: {d['orfs']} ORFs in {d['seconds']:.1f}s = {d['orfs_per_second']:.0f} ORFs/s, util {util:.1f}%")
-    return d
-
-
-def resume_check(path: Path, dev: torch.device, preset: str, ranges: int = 5, saved: int = 2) -> dict:
-    """`predict` as a user runs it (one process each): uninterrupted, then killed with SIGKILL
-    after `saved` of `ranges` checkpointed ranges and resumed.  Which promised files differ?"""
-    data = pipeline.InputData(path, read_fasta(path)[0], [])
-    pipeline.prepare(data, 500, pipeline.StageClock())
-    every = -(-data.chunk_count(500) // ranges)  # ranges are spans of chunks
-    root = Path(tempfile.mkdtemp(prefix="virnucpro-resume-"))
-    cmd = [sys.executable, "-m", "virnucpro", "predict", str(path), "-l", "500", "--random-weights", "--preset",
-           preset, "--device", dev.type, "--no-progress", "--keep-intermediate", "--checkpoint-every", str(every)]
-
-    def run(out, *extra, fault=""):
-        env = {**os.environ, faults.ENV: fault}  # an empty value injects nothing
-        p = subprocess.run([*cmd, "-o", str(root / out), *extra], env=env, cwd=ROOT, capture_output=True, text=True)
-        return p.returncode, p.stderr[-500:]
-
-    # The ESM-2 step of range saved+1 is the kill point: its DNABERT-S rows are lost with it.
-    runs = {"uninterrupted": run("whole"), "killed": run("resumed", fault=f"esm2:{saved + 1}"),
-            "resumed": run("resumed", "--resume")}
-    d = {"input": path.name, "orfs": len(data.orfs), "ranges": ranges,
-         "return_codes": {k: rc for k, (rc, _) in runs.items()}}
-    if [rc for rc, _ in runs.values()] != [0, -9, 0]:
-        d["error"] = {k: err for k, (rc, err) in runs.items()}
-        return d
-    stem = pipeline.output_stem(path)
-    a, b = root / "whole" / stem, root / "resumed" / stem
-    d["reused_ranges"] = json.loads((b / "run.json").read_text())["checkpoint"]["reused"]
-    d["ranges"] = json.loads((b / "run.json").read_text())["checkpoint"]["ranges"]
-    # --resume promises every result file byte-identical but run.json and the folder's marker,
-    # which names the run (docs/RELIABILITY.md).
-    names = sorted({str(p.relative_to(top)) for top in (a, b) for p in top.rglob("*") if p.is_file()}
-                   - {"run.json", owned.MARKER})
-    d["files_compared"] = len(names)
-    d["files_differing"] = [f for f in names if not ((a / f).is_file() and (b / f).is_file()
-                                                     and (a / f).read_bytes() == (b / f).read_bytes())]
-    fa, fb = np.load(a / "intermediate" / "features.npy"), np.load(b / "intermediate" / "features.npy")
-    d["feature_rows_differing"] = int((fa != fb).any(axis=1).sum())
-    log(f"resume: {json.dumps(d)}")
-    return d
-
-
-def repeated_genome(root: Path, profile: str):
-    """The chromosome again and again, one file per copy (records renamed so ids stay unique)."""
-    w = common.workload(profile)
-    records = [rec for f in w["files"][:-1] for rec in read_fasta(f)[0]]
-    for k in range(1, 10_000):
-        dst = root / f"genome_copy{k}.fna"
-        with open(dst, "w") as out:
-            out.writelines(f">{rec.id}_copy{k}\n{rec.seq}\n" for rec in records)
-        yield str(dst)
+from report import ROOT, user_view
+from report.measure import (DNABERT_REPEAT, cosine_rows, empty_cache, end_to_end, kernel_profile, log,
+                            measure_stage, repeated_genome, resume_check, save, stage_alone)
+from report.table import table
+from benchmarks import common
+from virnucpro import embed, perf, pipeline, settings
+from virnucpro.fasta import read_fasta
+from virnucpro.outputs import chunk_verdicts, package_commit
 
 
 class Run:
@@ -326,7 +182,7 @@ def section_reference(run: Run) -> None:
 
 
 def section_user(run: Run) -> None:
-    """The user's view: CLI runs from start to written results (scripts/user_view.py)."""
+    """The user's view: CLI runs from start to written results (report/user_view.py)."""
     args, dev, report, records = run.args, run.dev, run.report, run.records
     report["user"] = user_view.user_view(run.preset, dev.type, records, args.user_metagenome_bp, args.user_reads,
                                          esm_sample=4000 if dev.type == "cuda" else 40,
@@ -344,7 +200,7 @@ def section_layouts(run: Run) -> None:
     args, dev = run.args, run.dev
     root = Path(tempfile.mkdtemp(prefix="virnucpro-layouts-"))
     path = root / "heldout.fna"
-    common._write(path, datasets.metagenome(args.layout_bp, seed=777))  # seed unlike the suite's
+    datasets.write_fasta(path, datasets.metagenome(args.layout_bp, seed=777))  # seed unlike the suite's
     data = pipeline.InputData(path, read_fasta(path)[0], [])
     half = max(1, data.chunk_count(500) // 16)  # ranges of 1/16 of the input instead of one range
     layouts = {"default": [], f"checkpoint-every {half}": ["--checkpoint-every", str(half)],
@@ -413,50 +269,6 @@ def main(argv=None) -> int:
         save(run.report, args.out)
     print(table(run.report))
     return 0
-
-
-def table(r: dict) -> str:
-    rows = [("peak bf16 matmul", f"{r.get('peak_bf16_flops', float('nan')) / 1e12:.0f} TFLOP/s", "")]
-    variants = [("esm2", 0.70), ("esm2_unfused", 0.70), ("esm2_compiled", 0.70), ("dnabert", 0.45),
-                ("dnabert_unfused", 0.45)]
-    variants += [(k, 0.45) for k in r if k.startswith("dnabert_flex") and not k.endswith("_kernels")]
-    for s, target in variants:
-        if s in r and "mfu" in r[s]:
-            d = r[s]
-            rows.append((f"{s} alone", f"{d['tokens_per_second']:.0f} tok/s, {d['items_per_second']:.0f} ORFs/s, "
-                         f"MFU {d['mfu']:.1%}, util {d['gpu_util_percent']:.0f}%", f"MFU >= {target:.0%}"))
-    for k in ("e2e_genome", "e2e_reads"):
-        if k in r:
-            d = r[k]
-            frac = f", {d['fraction_of_esm_alone']:.0%} of ESM alone" if "fraction_of_esm_alone" in d else ""
-            rows.append((f"e2e {d['label']}", f"{d['orfs_per_second']:.0f} ORFs/s{frac}, util "
-                         f"{d['gpu_util_embedding_percent']:.0f}%", ">= 85% of ESM alone, util >= 95%"))
-    if "reference" in r:
-        ref = r["reference"]
-        first = f" (first run after a one-size warm-up: {ref['speedup_first_run']:.1f}x)" if "speedup_first_run" in ref else ""
-        rows.append(("speedup vs reference", f"{ref['speedup']:.1f}x{first}", ">= 15x"))
-    if "agreement" in r:
-        a = r["agreement"]
-        rows.append(("bf16 vs fp32", f"min cos DNABERT {a['dnabert']['min_cosine']:.5f}, ESM {a['esm2']['min_cosine']:.5f}; "
-                     f"verdicts {a['chunk_verdict_agreement']:.2%}", "cos >= 0.999, verdicts >= 99.9%"))
-        if "orfs_not_bit_identical_when_repeated" in a["dnabert"]:
-            rows.append(("same batch twice", ", ".join(
-                f"{m}: {a[m]['orfs_not_bit_identical_when_repeated']} of {a[m]['orfs']} ORFs differ "
-                f"(max {a[m]['max_abs_diff_when_repeated']:.2g})" for m in ("dnabert", "esm2")), "0 for --resume"))
-    if "resume" in r:
-        d = r["resume"]
-        got = (f"failed, return codes {d['return_codes']}" if "error" in d else
-               f"{d['reused_ranges']} of {d['ranges']} ranges reused; differing: {d['files_differing'] or 'none'}, "
-               f"{d['feature_rows_differing']} feature rows")
-        rows.append(("resume after SIGKILL", got, "byte-identical"))
-    if "layouts" in r:
-        d = r["layouts"]
-        rows.append(("the same bytes in 3 layouts", f"{'yes' if d['identical'] else 'NO'} ({d['orfs']} ORFs; "
-                     f"{', '.join(d['sha256'])}{'; errors: ' + ', '.join(d['errors']) if d['errors'] else ''})",
-                     "identical"))
-    rows += user_view.rows(r.get("user", {}))
-    w = max(len(a) for a, _, _ in rows)
-    return "\n".join(f"{a:<{w}}  {b}  [{c}]" for a, b, c in rows)
 
 
 if __name__ == "__main__":

@@ -30,8 +30,8 @@ import statistics
 import sys
 from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parent))
-import compare_commits as cc  # noqa: E402  (its loader: asv's Results, benchmark versions checked)
+from suite import verdicts
+from suite.results import DataError, method_of
 
 FLOOR, FACTOR, STEP = 0.01, 4, 0.5  # STEP: thresholds are whole multiples of half a percent
 RULE = (f"suggested threshold = max({FLOOR:.0%}, {FACTOR} x max(between-run CV, mean within-run CV) "
@@ -40,7 +40,7 @@ RULE = (f"suggested threshold = max({FLOOR:.0%}, {FACTOR} x max(between-run CV, 
 
 def cv(values: list) -> float | None:
     """Coefficient of variation in percent (sample standard deviation), None below two values."""
-    values = [v for v in values if cc.finite(v)]
+    values = [v for v in values if verdicts.finite(v)]
     if len(values) < 2 or statistics.fmean(values) == 0:
         return None
     return 100 * statistics.stdev(values) / abs(statistics.fmean(values))
@@ -58,7 +58,7 @@ def table(runs: list[dict]) -> list[dict]:
     """`runs`: {(name, params label): Measurement} of each run -> one row per benchmark/params."""
     rows = []
     for name, label in sorted(set().union(*runs)):
-        measured = [run[(name, label)] for run in runs if (name, label) in run and cc.finite(run[(name, label)].value)]
+        measured = [run[(name, label)] for run in runs if (name, label) in run and verdicts.finite(run[(name, label)].value)]
         if not measured:
             continue
         medians = [m.value for m in measured]
@@ -84,7 +84,7 @@ def markdown(report: dict) -> str:
     for r in report["rows"]:
         medians = ", ".join(f"{m:.4g}" for m in r["medians"])
         suggested = "-" if r["suggested_threshold"] is None else f"{r['suggested_threshold']:.1%}"
-        lines.append(f"| {cc.method_of(r['benchmark'])} | {r['params']} | {medians} | "
+        lines.append(f"| {method_of(r['benchmark'])} | {r['params']} | {medians} | "
                      f"{percent(r['between_cv_percent'])} | {percent(r['within_cv_percent'])} | {r['n_runs']} | "
                      f"{r['n_samples']} | {suggested} |")
     if report["notes"]:
@@ -96,7 +96,7 @@ def toml_snippet(rows: list[dict]) -> str:
     by_method: dict = {}
     for r in rows:
         if r["suggested_threshold"] is not None:
-            by_method.setdefault(cc.method_of(r["benchmark"]), []).append(r)
+            by_method.setdefault(method_of(r["benchmark"]), []).append(r)
     lines = [f"# from noise_table.py: {RULE}", "[regression.max_fraction_by_benchmark]"]
     for method, group in sorted(by_method.items()):
         values = {r["suggested_threshold"] for r in group}
@@ -119,10 +119,10 @@ def main(argv=None) -> int:
     runs, notes, commit = [], [], args.commit
     try:
         for folder in args.dirs:
-            commit, _, rows, more = cc.load_commit(folder, args.machine, args.commit)
+            commit, _, rows, more = verdicts.load(folder, args.machine, args.commit)
             runs.append(rows)
             notes += more
-    except cc.DataError as exc:
+    except DataError as exc:
         print(f"noise_table: {exc}", file=sys.stderr)
         return 2
     if len(runs) == 1:

@@ -7,11 +7,11 @@ On top of `asv publish` (asv itself is not changed, only the site it writes):
   their own machine names, listed in the graphs' machine panel but not drawn until picked, and
   left out of the grid's thumbnails;
 - direction: regressions.json and the feed regressions.xml are made again with asv's step
-  detection run the right way round for each metric (scripts/directions.py, the same function
+  detection run the right way round for each metric (suite/directions.py, the same function
   as `check_thresholds.py --baseline`); the list view colours a change by its direction;
 - readability: parameter values with no data on the machines drawn are not drawn at first, the
   x axis of a graph is labelled with commit hashes;
-- offline: the JavaScript libraries are copied in (scripts/offline_site.py);
+- offline: the JavaScript libraries are copied in (suite/vendor.py);
 - opened as a file (file://, no web server, no browser flags): each JSON file the pages fetch is
   also written as a script, X.json.js, and asv's fetches load that on a file page
   (virnucpro.ajax in scripts/site/virnucpro.js); served over http they stay asv's XHR;
@@ -22,42 +22,24 @@ Exit status: 0 published; 2 no results, an unreadable file, or npm could not ins
 from __future__ import annotations
 
 import argparse
-import ast
-import datetime
 import html
-import itertools
 import json
-import math
 import re
 import shutil
 import subprocess
 import sys
-import urllib.parse
 from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parent))
-import directions  # noqa: E402
-import offline_site  # noqa: E402
-from compare_commits import regression_threshold  # noqa: E402
+from suite import ROOT, directions, vendor
+from suite.results import DataError, read_json
+from suite.site import drop_unmeasured_rows, find_regressions, measured_values, write_feed
+from suite.thresholds import tomllib
 
-try:
-    import tomllib
-except ModuleNotFoundError:  # Python 3.10
-    import tomli as tomllib
-
-ROOT = Path(__file__).resolve().parents[1]
 SITE = ROOT / "scripts" / "site"
 
 
-class PublishError(Exception):
+class PublishError(DataError):
     """Nothing sensible can be published (exit 2)."""
-
-
-def read_json(path: Path):
-    try:
-        return json.loads(path.read_text())
-    except (OSError, ValueError) as exc:
-        raise PublishError(f"cannot read {path}: {exc}") from exc
 
 
 def gpu_machines(results: Path) -> list:
@@ -106,103 +88,6 @@ def asv_publish(repo: Path, results: Path, html_dir: Path, conf_dir: Path) -> No
                           capture_output=True, text=True)
     if done.returncode != 0:
         raise PublishError(f"asv publish failed: {(done.stdout + done.stderr).strip()[-1500:]}")
-
-
-def graphs(index: dict, html_dir: Path):
-    """(graph params, benchmark name, graph path relative to the site, data) of every saved graph."""
-    from asv.graph import Graph
-
-    for params, name in itertools.product(index["graph_param_list"], index["benchmarks"]):
-        path = Graph.get_file_path(params, name) + ".json"
-        if (html_dir / path).is_file():
-            yield params, name, path, read_json(html_dir / path)
-
-
-def entries(benchmark: dict):
-    """(flat parameter index or None, entry name, parameter values) as asv names a series."""
-    if not benchmark.get("params"):
-        yield None, benchmark["name"], ()
-        return
-    for j, values in enumerate(itertools.product(*benchmark["params"])):
-        yield j, f"{benchmark['name']}({', '.join(values)})", values
-
-
-def series(data: list, j):
-    return [row[1] if j is None else (row[1][j] if isinstance(row[1], list) else None) for row in data]
-
-
-def find_regressions(index: dict, html_dir: Path, cfg: dict) -> list:
-    """Entries of asv's regressions.json, from asv's step detection turned to each metric's direction,
-    each metric with its own threshold (the one check_thresholds and compare_commits apply)."""
-    varying = {k for k, v in index["params"].items() if len(v) > 1}
-    found = []
-    for params, name, path, data in graphs(index, html_dir):
-        benchmark = index["benchmarks"][name]
-        better = directions.direction(name, benchmark.get("type"), cfg, benchmark.get("unit"))
-        if better is None or not data:
-            continue
-        for j, entry, values in entries(benchmark):
-            decoded = {p: ast.literal_eval(v) for p, v in zip(benchmark.get("param_names", []), values)}
-            detected = directions.detect(series(data, j), better, regression_threshold(name, decoded, cfg))
-            if detected is None:
-                continue
-            last, best, jumps = detected
-            revs = [row[0] for row in data]
-            # asv writes a step within one commit as (None, revision): the range is that commit
-            jumps = [(None if revs[b] - revs[a] == 1 else revs[a], revs[b], before, after)
-                     for a, b, before, after in jumps]
-            graph_params = {k: v for k, v in params.items() if k in varying}
-            found.append([entry, path, graph_params, j, last, best, jumps])
-    return found
-
-
-def write_feed(html_dir: Path, index: dict, found: list, cfg: dict) -> None:
-    from asv import feed, util
-
-    hashes, dates = index["revision_to_hash"], index["revision_to_date"]
-    items = []
-    for entry, path, graph_params, j, last, best, jumps in found:
-        name = entry.split("(", 1)[0]
-        benchmark = index["benchmarks"][name]
-        better = directions.direction(name, benchmark.get("type"), cfg, benchmark.get("unit"))
-        unit = benchmark.get("unit", "")
-        query = dict(graph_params)
-        if j is not None:
-            values = next(itertools.islice(itertools.product(*benchmark["params"]), j, None))
-            query.update({f"p-{p}": v for p, v in zip(benchmark["param_names"], values)})
-        for rev_a, rev_b, before, after in jumps:
-            commits = hashes[str(rev_b)] if rev_a is None else f"{hashes[str(rev_a)]}-{hashes[str(rev_b)]}"
-            link = f"index.html#{name}?{urllib.parse.urlencode({**query, 'commits': commits})}"
-            change = after / before - 1 if before else math.inf
-            title = f"{change:+.1%} {entry} ({better} is better)"
-            summary = (f'<a href="{html.escape(link)}">{change:+.1%}: a regression</a> in {html.escape(commits)}: '
-                       f"{util.human_value(before, unit)} before, {util.human_value(after, unit)} after "
-                       f"({unit}, {better} is better).")
-            when = datetime.datetime.fromtimestamp(dates[str(rev_b)] / 1000, tz=datetime.timezone.utc)
-            items.append(feed.FeedEntry(title, when, link, summary, [entry, commits], when))
-    items.sort(key=lambda e: e.updated, reverse=True)
-    feed.write_atom(str(html_dir / "regressions.xml"), items, title=f"{index['project']} performance regressions",
-                    author="virnucpro benchmark site", address=f"{index['project']}.asv")
-
-
-def measured_values(index: dict, html_dir: Path, local: set) -> dict:
-    """{benchmark: {param name: [values with data on a machine drawn by default]}}."""
-    seen: dict = {}
-    drawn = [p for p in index["graph_param_list"] if p.get("machine") not in local] or index["graph_param_list"]
-    for params, name, _, data in graphs(dict(index, graph_param_list=drawn), html_dir):
-        benchmark = index["benchmarks"][name]
-        for j, _, values in entries(benchmark):
-            if values and any(directions.usable(v) for v in series(data, j)):
-                for p, v in zip(benchmark["param_names"], values):
-                    seen.setdefault(name, {}).setdefault(p, set()).add(v)
-    return {n: {p: sorted(v) for p, v in ps.items()} for n, ps in seen.items()}
-
-
-def drop_unmeasured_rows(html_dir: Path) -> None:
-    """The list view's rows (graphs/**/summary.json) of parameter values never measured there."""
-    for path in (html_dir / "graphs").rglob("summary.json"):
-        rows = read_json(path)
-        path.write_text(json.dumps([r for r in rows if r.get("last_value") is not None], separators=(",", ":")))
 
 
 # (file, asv's text, ours): each must be found exactly once, or asv changed and this must follow.
@@ -346,7 +231,7 @@ def publish(args) -> dict:
     json_as_scripts(args.html)  # after the last change to a JSON file above
     patch(args.html)
     about(args.html, index, local_names, cfg, args.thresholds)
-    left = offline_site.vendor(args.html, args.vendor)
+    left = vendor.vendor(args.html, args.vendor)
     if left:
         raise PublishError(f"{args.html}: external references left after vendoring: {left}")
     return {"history": [p.name for p in history], "local": sorted(local_names), "regressions": len(found)}
@@ -364,7 +249,7 @@ def main(argv=None) -> int:
     args = ap.parse_args(argv)
     try:
         done = publish(args)
-    except (PublishError, offline_site.VendorError) as exc:
+    except (DataError, vendor.VendorError) as exc:
         print(f"publish_site: {exc}", file=sys.stderr)
         return 2
     except (OSError, ValueError, KeyError, tomllib.TOMLDecodeError) as exc:

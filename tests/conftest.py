@@ -2,6 +2,7 @@
 import getpass
 import math
 import os
+import sys
 import tempfile
 from pathlib import Path
 
@@ -16,6 +17,9 @@ if os.environ.get("ATEN_CPU_CAPABILITY") and "TORCHINDUCTOR_CACHE_DIR" not in os
         Path(tempfile.gettempdir()) / f"torchinductor_{getpass.getuser()}_{os.environ['ATEN_CPU_CAPABILITY'].lower()}")
 
 ROOT = Path(__file__).resolve().parents[1]
+# The tools' library (scripts/suite, scripts/report) and the commands themselves, imported as a
+# command imports them when Python runs it as a file: with scripts/ on the path.
+sys.path.insert(0, str(ROOT / "scripts"))
 DATA = Path(__file__).parent / "data"
 # ../shared beside the checkout: reference data that must not be copied into the project.
 SHARED = ROOT.parent / "shared"

@@ -1,6 +1,5 @@
 """The hand-off inside one `asv run` on the CPU: time_predict's 1-process run is what
 track_predicted_speedup replays, with no second run of the workload."""
-import json
 import os
 import subprocess
 import sys
@@ -10,7 +9,7 @@ import pytest
 
 from conftest import ROOT
 from benchmarks import common
-from scripts.asv_local_conf import asv_config
+from suite.asvrun import asv_config
 from virnucpro import trace
 
 

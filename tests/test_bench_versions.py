@@ -2,13 +2,10 @@
 import copy
 import importlib
 import json
-import sys
-from pathlib import Path
 
 import pytest
 
 pytest.importorskip("asv_runner")
-sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "scripts"))
 import bench_versions  # noqa: E402
 
 

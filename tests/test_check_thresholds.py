@@ -16,6 +16,7 @@ asv_results = pytest.importorskip("asv.results")
 from asv import util as asv_util  # noqa: E402
 from asv.runner import BenchmarkResult  # noqa: E402
 from conftest import ROOT
+from suite.thresholds import tomllib
 
 SCRIPT = ROOT / "scripts" / "check_thresholds.py"
 THRESHOLDS = ROOT / "benchmarks" / "thresholds.toml"
@@ -99,7 +100,7 @@ def without_own_thresholds(tmp_path) -> Path:
         text = head + (rest[nxt:] if nxt >= 0 else "")
     path = tmp_path / "thresholds-default.toml"
     path.write_text(text)
-    assert "max_fraction_by_benchmark" not in ct.tomllib.loads(text)["regression"]
+    assert "max_fraction_by_benchmark" not in tomllib.loads(text)["regression"]
     return path
 
 

@@ -249,10 +249,10 @@ def test_package_commit_names_head_and_marks_a_changed_tree():
 def test_next_input_is_prepared_while_this_one_is_classified(tmp_path, monkeypatch):
     import threading
 
-    from virnucpro import pipeline
+    from virnucpro import serving
 
     second_ready = threading.Event()
-    real_prepare, real_classify = pipeline.prepare, pipeline._classify
+    real_prepare, real_classify = serving.prepare, serving._classify
     waited = []
 
     def prepare(data, chunk_len, clock, *spool):
@@ -266,8 +266,8 @@ def test_next_input_is_prepared_while_this_one_is_classified(tmp_path, monkeypat
             waited.append(second_ready.wait(timeout=60))
         return real_classify(orfs, *args, **kw)
 
-    monkeypatch.setattr(pipeline, "prepare", prepare)
-    monkeypatch.setattr(pipeline, "_classify", classify)
+    monkeypatch.setattr(serving, "prepare", prepare)
+    monkeypatch.setattr(serving, "_classify", classify)
     inputs = [str(DATA / "KK037166.fna"), str(DATA / "edge_cases.fa")]
     assert main(["predict", *inputs, "-l", "300", *TINY, "-o", str(tmp_path / "out")]) == 0
     assert waited == [True]

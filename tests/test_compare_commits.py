@@ -14,9 +14,10 @@ from asv import util as asv_util  # noqa: E402
 from asv.runner import BenchmarkResult  # noqa: E402
 from conftest import ROOT  # noqa: E402
 
-sys.path.insert(0, str(ROOT / "scripts"))
 import compare_commits as cc  # noqa: E402
 import noise_table as nt  # noqa: E402
+from suite.results import DataError, method_of  # noqa: E402
+from suite.thresholds import load as load_thresholds, regression_threshold  # noqa: E402
 
 try:
     import tomllib
@@ -96,7 +97,7 @@ def compare(tmp_path, thresholds, *extra, base=C1, head=C2, head_dir=None):
             "--thresholds", str(thresholds), "--json", str(out), *extra]
     code = cc.main(argv + (["--head-results-dir", str(head_dir)] if head_dir else []))
     rows = json.loads(out.read_text())["rows"] if out.exists() else []
-    return code, {(cc.method_of(r["benchmark"]), r["params"]): r for r in rows}
+    return code, {(method_of(r["benchmark"]), r["params"]): r for r in rows}
 
 
 def verdicts(rows):
@@ -107,24 +108,24 @@ def test_regression_threshold_lookup():
     table = {"track_throughput(stage='esm2', n_gpus=2)": 0.01, "track_throughput(stage='esm2')": 0.04,
              "track_throughput": 0.02, "track_throughput(n_gpus=1)": 0.03}
     cfg = {"regression": {"max_fraction": 0.10, "max_fraction_by_benchmark": table}}
-    assert cc.regression_threshold(THROUGHPUT, {"stage": "esm2", "n_gpus": 2}, cfg) == 0.01  # most specific
-    assert cc.regression_threshold(THROUGHPUT, {"stage": "esm2", "n_gpus": 1}, cfg) == 0.03  # tie: the smaller
-    assert cc.regression_threshold(THROUGHPUT, {"stage": "translate", "n_gpus": 1}, cfg) == 0.03
-    assert cc.regression_threshold(THROUGHPUT, {"stage": "translate", "n_gpus": 2}, cfg) == 0.02
-    assert cc.regression_threshold(MFU, {"stage": "esm2"}, cfg) == 0.10  # [regression] max_fraction
+    assert regression_threshold(THROUGHPUT, {"stage": "esm2", "n_gpus": 2}, cfg) == 0.01  # most specific
+    assert regression_threshold(THROUGHPUT, {"stage": "esm2", "n_gpus": 1}, cfg) == 0.03  # tie: the smaller
+    assert regression_threshold(THROUGHPUT, {"stage": "translate", "n_gpus": 1}, cfg) == 0.03
+    assert regression_threshold(THROUGHPUT, {"stage": "translate", "n_gpus": 2}, cfg) == 0.02
+    assert regression_threshold(MFU, {"stage": "esm2"}, cfg) == 0.10  # [regression] max_fraction
     cfg = tomllib.loads(THRESHOLDS)  # as written in thresholds.toml
-    assert cc.regression_threshold(THROUGHPUT, {"stage": "translate", "n_gpus": 1}, cfg) == 0.05
-    assert cc.regression_threshold(PREDICT, {"n_gpus": 1}, cfg) == 0.04
+    assert regression_threshold(THROUGHPUT, {"stage": "translate", "n_gpus": 1}, cfg) == 0.05
+    assert regression_threshold(PREDICT, {"n_gpus": 1}, cfg) == 0.04
 
 
 @pytest.mark.parametrize("key", ["track_mfu(stage=)", "track_mfu('esm2')", "track_mfu(stage='esm2'"])
 def test_malformed_threshold_key_is_an_error(tmp_path, key):
     path = tmp_path / "t.toml"
     path.write_text(THRESHOLDS + f'"{key}" = 0.02\n')
-    with pytest.raises(cc.DataError):
-        cc.load_thresholds(path)
+    with pytest.raises(DataError):
+        load_thresholds(path)
     path.write_text(THRESHOLDS + "\"track_mfu(stage='esm2')\" = 0.02\n")
-    assert cc.regression_threshold(MFU, {"stage": "esm2"}, cc.load_thresholds(path)) == 0.02
+    assert regression_threshold(MFU, {"stage": "esm2"}, load_thresholds(path)) == 0.02
 
 
 def test_a_a_two_runs_of_one_commit_flag_nothing(tmp_path, thresholds):
@@ -251,9 +252,8 @@ def test_run_mode_interleaves_rounds_into_one_file_per_commit(tmp_path, threshol
             write_run(tmp_path / results_dir, sha, seed=len(calls))
         return 0
 
-    # the module compare_commits holds: other tests load their own copy of run_history
-    monkeypatch.setattr(cc.run_history, "gpu_facts", lambda python: ("none", 0, {}))
-    monkeypatch.setattr(cc.run_history, "run_commit", fake_run_commit)
+    monkeypatch.setattr(cc.asvrun, "gpu_facts", lambda python: ("none", 0, {}))
+    monkeypatch.setattr(cc.asvrun, "run_commit", fake_run_commit)
     common = ["--machine", MACHINE, "--machine-file", str(tmp_path / "machine.json"), "--rounds", "3",
               "--thresholds", str(thresholds), "--", "--bench", "track_"]
     assert cc.main([C1, C2, "--results-dir", str(tmp_path / "scratch"), *common]) == 0
@@ -280,7 +280,7 @@ def test_noise_table_between_run_cv(tmp_path, capsys):
     dirs = noise_runs(tmp_path, [100.0, 102.0, 98.0])
     out = tmp_path / "noise.json"
     assert nt.main(["--machine", MACHINE, "--commit", C1, *dirs, "--json", str(out), "--toml-snippet"]) == 0
-    rows = {(cc.method_of(r["benchmark"]), r["params"]): r for r in json.loads(out.read_text())["rows"]}
+    rows = {(method_of(r["benchmark"]), r["params"]): r for r in json.loads(out.read_text())["rows"]}
     esm2 = rows[("track_throughput", "stage='esm2', n_gpus=1")]
     assert esm2["medians"] == [100.0, 102.0, 98.0] and esm2["n_runs"] == 3 and esm2["n_samples"] == 9
     assert esm2["between_cv_percent"] == pytest.approx(2.0)  # sample std 2 over mean 100
@@ -290,8 +290,8 @@ def test_noise_table_between_run_cv(tmp_path, capsys):
     # the snippet pastes into thresholds.toml and compare_commits reads it back
     snippet = capsys.readouterr().out.split("# from noise_table.py")[1].split("\n", 1)[1]
     cfg = tomllib.loads(THRESHOLDS.split("[regression.max_fraction_by_benchmark]")[0] + snippet)
-    assert cc.regression_threshold(THROUGHPUT, {"stage": "esm2", "n_gpus": 1}, cfg) == 0.08
-    assert cc.regression_threshold(THROUGHPUT, {"stage": "translate", "n_gpus": 1}, cfg) == 0.01
+    assert regression_threshold(THROUGHPUT, {"stage": "esm2", "n_gpus": 1}, cfg) == 0.08
+    assert regression_threshold(THROUGHPUT, {"stage": "translate", "n_gpus": 1}, cfg) == 0.01
     assert cfg["regression"]["max_fraction_by_benchmark"]["time_predict"] == 0.01
 
 
@@ -338,13 +338,13 @@ def test_separate_runs_of_a_side_pool_their_samples(tmp_path, thresholds):
 def test_the_committed_thresholds_are_the_committed_noise_tables_suggestions():
     """[regression.max_fraction_by_benchmark] is what noise_table.py suggested from the H100's five
     runs (docs/perf/suite_trust_h100-x1/), metric by metric, and the lookup finds each one."""
-    cfg = cc.tomllib.loads((ROOT / "benchmarks" / "thresholds.toml").read_text())
+    cfg = tomllib.loads((ROOT / "benchmarks" / "thresholds.toml").read_text())
     table = cfg["regression"]["max_fraction_by_benchmark"]
     noise = json.loads((ROOT / "docs/perf/suite_trust_h100-x1/noise_5bb6dd9_h100-x1.json").read_text())
     expected = nt.toml_snippet(noise["rows"]).splitlines()[2:]
     not_compared = set(cfg["regression"]["not_compared"])
     expected = {k.strip('"'): float(v) for k, v in (line.split(" = ") for line in expected)
-                if cc.method_of(k.strip('"')) not in not_compared}
+                if method_of(k.strip('"')) not in not_compared}
     assert table == expected
-    assert cc.regression_threshold(THROUGHPUT, {"stage": "esm2", "n_gpus": 1}, cfg) == 0.02
-    assert cc.regression_threshold(THROUGHPUT, {"stage": "esm2", "n_gpus": 2}, cfg) == cfg["regression"]["max_fraction"]
+    assert regression_threshold(THROUGHPUT, {"stage": "esm2", "n_gpus": 1}, cfg) == 0.02
+    assert regression_threshold(THROUGHPUT, {"stage": "esm2", "n_gpus": 2}, cfg) == cfg["regression"]["max_fraction"]

@@ -46,8 +46,7 @@ def test_dry_run_fills_every_section(tmp_path):
 
 
 def test_milestones_read_proc_clock_jitter_as_zero_and_keep_real_disorder():
-    sys.path.insert(0, str(ROOT / "scripts"))
-    import user_view
+    from report import user_view
 
     events = [(1, "process_start", 99.99), (1, "inputs_read", 101.0), (1, "torch_imported", 102.0),
               (2, "worker_start", 101.99), (2, "process_group", 103.0), (1, "exit", 104.0)]

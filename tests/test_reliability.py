@@ -209,10 +209,10 @@ def test_the_cause_of_a_failure_is_not_a_peers_consequence(tmp_path):
 
     def ctx(*workers):  # (exit code, traceback or None)
         files = []
-        for i, (_, trace) in enumerate(workers):
+        for i, (_, tb) in enumerate(workers):
             files.append(tmp_path / f"err{i}")
-            if trace is not None:
-                files[-1].write_bytes(pickle.dumps(f"Traceback:\n{trace}\n"))
+            if tb is not None:
+                files[-1].write_bytes(pickle.dumps(f"Traceback:\n{tb}\n"))
                 os.utime(files[-1], ns=(i, i))  # written in worker order
         procs = [SimpleNamespace(exitcode=code) for code, _ in workers]
         return SimpleNamespace(processes=procs, error_files=[str(f) for f in files])

@@ -35,6 +35,7 @@ def load(name):
 publish_site = load("publish_site")
 check_thresholds = load("check_thresholds")
 run_history = load("run_history")
+from suite import results  # noqa: E402
 
 # What a page loads by itself, as opposed to a link a reader may follow.
 LOADS = {"script": ["src"], "img": ["src"], "iframe": ["src"], "embed": ["src"], "source": ["src", "srcset"],
@@ -93,7 +94,7 @@ def test_published_committed_history_loads_nothing_from_the_network(tmp_path):
     assert (site / "thresholds.toml").read_text() == (ROOT / "benchmarks" / "thresholds.toml").read_text()
     # the committed history's improvements (MFU 0.57 -> 0.70 and the like) are not regressions: each
     # step listed is worse in its metric's own direction, read back from the committed raw values
-    directions = load("directions")
+    from suite import directions
     cfg = publish_site.tomllib.loads((ROOT / "benchmarks" / "thresholds.toml").read_text())
     suite = json.loads((ROOT / "results" / "benchmarks.json").read_text())
     committed = {}
@@ -230,7 +231,7 @@ def found_regressions(site: Path) -> set:
         name = entry.split("(")[0]
         params = index["benchmarks"][name]["params"]
         values = () if j is None else next(itertools.islice(itertools.product(*params), j, None))
-        found.add((name.rsplit(".", 1)[-1], tuple(check_thresholds.decode(v) for v in values)))
+        found.add((name.rsplit(".", 1)[-1], tuple(results.decode(v) for v in values)))
     return found
 
 
@@ -279,7 +280,7 @@ def test_regressions_are_found_each_metrics_way_round(crafted):
     for row in json.loads(out.read_text())["rows"]:
         if row["check"] == "regression" and row["status"] == "FAIL":
             method, inside = row["metric"][:-1].split("(")
-            failing.add((method, tuple(check_thresholds.decode(kv.split("=")[1]) for kv in inside.split(", ") if kv)))
+            failing.add((method, tuple(results.decode(kv.split("=")[1]) for kv in inside.split(", ") if kv)))
     assert failing == REGRESSIONS
 
 
@@ -379,14 +380,14 @@ def test_a_local_machine_named_like_the_history_is_refused(crafted, capsys):
 
 
 def test_run_history_keeps_a_host_without_gpu_out_of_results(monkeypatch, capsys):
-    monkeypatch.setattr(run_history, "gpu_facts", lambda python: ("none", 0, {}))
-    monkeypatch.setattr(run_history, "run_commit", lambda *a: pytest.fail("asv must not run"))
+    monkeypatch.setattr(run_history.asvrun, "gpu_facts", lambda python: ("none", 0, {}))
+    monkeypatch.setattr(run_history.asvrun, "run_commit", lambda *a: pytest.fail("asv must not run"))
     assert run_history.main(["HEAD", "--machine", "laptop"]) == 2
     assert "--results-dir" in capsys.readouterr().err
 
 
 def test_local_asv_config_points_elsewhere(tmp_path):
-    conf_mod = load("asv_local_conf")
+    from suite import asvrun as conf_mod
     path = conf_mod.asv_config(tmp_path / "local-results", into=tmp_path)
     conf = json.loads(path.read_text())
     assert conf["results_dir"] == str((tmp_path / "local-results").resolve())
@@ -396,7 +397,7 @@ def test_local_asv_config_points_elsewhere(tmp_path):
 
 
 def test_directions_cover_every_benchmark_of_the_committed_suite():
-    directions = load("directions")
+    from suite import directions
     cfg = publish_site.tomllib.loads((ROOT / "benchmarks" / "thresholds.toml").read_text())
     suite = json.loads((ROOT / "results" / "benchmarks.json").read_text())
     unknown = [n for n, b in suite.items() if isinstance(b, dict)
@@ -425,7 +426,7 @@ def test_run_history_adds_the_software_to_machine_json(tmp_path):
     folder = tmp_path / "h200-x9"
     folder.mkdir()
     (folder / "machine.json").write_text(json.dumps({"machine": "h200-x9", "gpu": "NVIDIA H200", "version": 1}))
-    run_history.record_software(tmp_path, "h200-x9", {"torch": "2.11.0+cu130", "cuda": "13.0", "driver": ""})
+    run_history.asvrun.record_software(tmp_path, "h200-x9", {"torch": "2.11.0+cu130", "cuda": "13.0", "driver": ""})
     info = json.loads((folder / "machine.json").read_text())
     assert info == {"machine": "h200-x9", "gpu": "NVIDIA H200", "version": 1, "torch": "2.11.0+cu130", "cuda": "13.0"}
 
@@ -433,7 +434,7 @@ def test_run_history_adds_the_software_to_machine_json(tmp_path):
 def test_two_publishes_at_once_install_the_libraries_once(tmp_path, monkeypatch):
     # A stand-in npm that empties node_modules before it fills it, as `npm ci` does: two installs
     # into one cache at once would each find the other's half-removed tree.
-    offline_site = load("offline_site")
+    from suite import vendor as offline_site
     log = tmp_path / "npm.log"
     files = " ".join(f'"$prefix/node_modules/{p}"' for p in [*offline_site.LIBRARIES.values(), ".package-lock.json"])
     bin_dir = tmp_path / "bin"

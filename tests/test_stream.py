@@ -1,8 +1,8 @@
-"""Streamed ranges (pipeline.py, stream.py): a range is scored as soon as its chunks are
+"""Streamed ranges (serving.py, stream.py): a range is scored as soon as its chunks are
 translated, and the results are the bytes of a run that translates everything first.
 
 The driver is what streaming changes, so the networks are replaced by a function of each ORF's
-id: on the CPU the real ones share the cores with translation, where pipeline.streams keeps
+id: on the CPU the real ones share the cores with translation, where serving.streams keeps
 them apart; on the GPU, gpu_report's resume check runs the real ones streamed."""
 import hashlib
 import json
@@ -13,7 +13,7 @@ import numpy as np
 import pytest
 
 from conftest import DATA
-from virnucpro import checkpoint, faults, inputs, pipeline
+from virnucpro import checkpoint, faults, inputs, serving
 from virnucpro.cli import main
 from virnucpro.scoring import Prediction
 from virnucpro.stream import Cancelled, RangeStream
@@ -47,7 +47,7 @@ class Scored:
 @pytest.fixture
 def scored(monkeypatch):
     s = Scored()
-    monkeypatch.setattr(pipeline, "_classify", s)
+    monkeypatch.setattr(serving, "_classify", s)
     real = inputs.iter_chunk_orfs
 
     def counted(chunks):
@@ -66,7 +66,7 @@ def files(out):
 
 
 def predict(out, stream: bool, *extra, monkeypatch):
-    monkeypatch.setattr(pipeline, "streams", lambda opts, device: stream)
+    monkeypatch.setattr(serving, "streams", lambda opts, device: stream)
     return main(["predict", *INPUTS, *OPTS, "-o", str(out), *extra])
 
 
@@ -152,7 +152,7 @@ def test_the_cpu_repeat_probe_compares_runs(tmp_path):
 
     from conftest import ROOT
 
-    p = subprocess.run([sys.executable, str(ROOT / "scripts" / "cpu_repeat_probe.py"), str(DATA / "edge_cases.fa"),
+    p = subprocess.run([sys.executable, str(ROOT / "scripts" / "probes" / "cpu_repeat_probe.py"), str(DATA / "edge_cases.fa"),
                         "--runs", "2"], capture_output=True, text=True, timeout=300, cwd=ROOT)
     assert p.stdout.strip().endswith("of 1 runs differ from the first"), p.stderr[-2000:]
     assert p.returncode == (0 if p.stdout.startswith("0 of") else 1)

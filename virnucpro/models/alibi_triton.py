@@ -27,7 +27,7 @@ import torch
 import triton
 import triton.language as tl
 
-# Tiles: the probe (scripts/triton_probe.py) times other choices on the GPU.
+# Tiles: scripts/triton_probe.py (retired, docs/PERFORMANCE.md) timed other choices on the GPU.
 BLOCK_M, BLOCK_N, NUM_WARPS, NUM_STAGES = 64, 64, 4, 2
 
 LOG2E = 1.4426950408889634

@@ -15,13 +15,11 @@ import tempfile
 import time
 from pathlib import Path
 
-ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT))
-
-from benchmarks import datasets  # noqa: E402
-from virnucpro import trace  # noqa: E402
-from virnucpro.inputs import InputData, StageClock, prepare  # noqa: E402
-from virnucpro.fasta import read_fasta  # noqa: E402
+from benchmarks import datasets
+from report import ROOT
+from virnucpro import trace
+from virnucpro.fasta import read_fasta
+from virnucpro.inputs import InputData, StageClock, prepare
 
 # (milestone, the one before it in the same or the main process, what the interval holds)
 STEPS = [("inputs_read", "process_start", "interpreter, imports, reading and validating the inputs"),
