@@ -6,6 +6,7 @@
   thresholds  benchmarks/thresholds.toml, and the regression threshold of one metric
   commits     git: a ref's hash, the first-parent order of main, a range
   verdicts    two commits compared: ratio, direction, threshold and significance -> a verdict
+  bisect      which commit made a metric worse: the search over first-parent commits
   checks      one commit against the thresholds: speedup, utilisation, regression, bottlenecks
   asvrun      running asv: machine registration, a commit in a worktree, a results folder's config
   site        the published site's regressions and their feed

@@ -1,0 +1,143 @@
+"""scripts/find_regression.py on a throwaway history of 16 commits built in a temporary repository
+from the project's package, measured by real asv runs on this host: one commit makes translation
+twice as slow, an earlier one makes chunking twice as fast, one in between cannot run."""
+import json
+import shutil
+import subprocess
+from pathlib import Path
+
+import pytest
+
+from conftest import DATA, ROOT
+from suite import bisect
+
+pytest.importorskip("asv")
+import find_regression  # noqa: E402
+
+# Two stages of the package as asv times them; their input is part of the throwaway repository.
+BENCH = '''
+from pathlib import Path
+
+
+class Stages:
+    # each sample some tens of milliseconds: microseconds differ by 20-30 % between processes
+    number = 3
+    repeat = (6, 8, 4.0)
+    warmup_time = 0.1
+
+    def setup(self):
+        from virnucpro.chunking import chunk_records
+        from virnucpro.fasta import read_fasta
+
+        self.records = read_fasta(Path(__file__).resolve().parents[1] / "input.fna")[0] * 12
+        self.chunks = chunk_records(self.records, 300)
+
+    def time_chunking(self):
+        from virnucpro.chunking import chunk_records
+
+        chunk_records(self.records, 300)
+
+    def time_translate(self):
+        from virnucpro.translate import identify_orfs
+
+        identify_orfs(self.chunks)
+'''
+# A planted extra pass: the function runs twice, so the stage takes twice as long.
+TWICE = '''
+
+_once_{name} = {name}
+
+
+def {name}(*args, **kwargs):  # planted: an extra pass
+    _once_{name}(*args, **kwargs)
+    return _once_{name}(*args, **kwargs)
+'''
+THRESHOLDS = """
+[regression]
+max_fraction = 0.25
+higher_is_better = []
+lower_is_better = []
+"""
+SLOW, FAST, BROKEN = 11, 4, 7  # translate twice as slow; chunking twice as fast; a syntax error (fixed at 8)
+
+
+def _git(repo, *args):
+    return subprocess.run(["git", "-C", str(repo), *args], check=True, capture_output=True, text=True).stdout.strip()
+
+
+@pytest.fixture(scope="module")
+def history(tmp_path_factory):
+    """(repository, its 16 first-parent commits, oldest first)."""
+    repo = tmp_path_factory.mktemp("history") / "repo"
+    shutil.copytree(ROOT / "virnucpro", repo / "virnucpro", ignore=shutil.ignore_patterns("__pycache__"))
+    shutil.copyfile(ROOT / "asv.conf.json", repo / "asv.conf.json")
+    shutil.copyfile(DATA / "SRR492066.fna", repo / "input.fna")
+    (repo / "benchmarks").mkdir()
+    (repo / "benchmarks" / "__init__.py").write_text("")
+    (repo / "benchmarks" / "bench_planted.py").write_text(BENCH)
+    chunking, translate = repo / "virnucpro" / "chunking.py", repo / "virnucpro" / "translate.py"
+    original = {p: p.read_text() for p in (chunking, translate)}
+    chunking.write_text(original[chunking] + TWICE.format(name="chunk_records"))
+    _git(repo.parent, "init", "-q", "-b", "main", str(repo))
+    _git(repo, "config", "user.email", "t@t")
+    _git(repo, "config", "user.name", "t")
+    shas = []
+    for i in range(16):
+        if i == FAST:
+            chunking.write_text(original[chunking])
+        if i == BROKEN:
+            translate.write_text(original[translate] + "\ndef broken(:\n")
+        if i == BROKEN + 1:
+            translate.write_text(original[translate])
+        if i == SLOW:
+            translate.write_text(original[translate] + TWICE.format(name="identify_orfs"))
+        (repo / "notes.txt").write_text(f"commit {i}\n")
+        _git(repo, "add", "-A")
+        _git(repo, "commit", "-q", "-m", f"commit {i}")
+        shas.append(_git(repo, "rev-parse", "HEAD"))
+    return repo, shas
+
+
+def search(tmp_path, repo, good, bad, work):
+    """find_regression's report; asv's machine file is the one in HOME, here tmp_path's."""
+    (tmp_path / "thresholds.toml").write_text(THRESHOLDS)
+    out = tmp_path / f"{work}.json"
+    code = find_regression.main([good, bad, "--bench", "time_", "--machine", "cpu-find", "--repo", str(repo),
+                                 "--work", str(tmp_path / work), "--reuse", "--thresholds",
+                                 str(tmp_path / "thresholds.toml"), "--json", str(out)])
+    assert code == 0
+    return json.loads(out.read_text())
+
+
+def test_names_the_slow_commit_skips_the_broken_one_ignores_the_speed_up(history, tmp_path, monkeypatch):
+    monkeypatch.setenv("HOME", str(tmp_path))
+    repo, shas = history
+    report = search(tmp_path, repo, shas[0], shas[-1], "full")
+    found = [(f["benchmark"].rsplit(".", 1)[-1], f["kind"], f["commit"]) for f in report["findings"]]
+    assert found == [("time_translate", "first bad commit", shas[SLOW])], report["findings"]
+    translate = report["findings"][0]["row"]
+    assert translate["verdict"] == "REGRESSION" and translate["change"] > 0.5 and translate["p_value"] < 0.002
+    assert report["findings"][0]["parent"] == shas[SLOW - 1]
+    assert any(n.startswith(f"skipped {shas[BROKEN][:8]}") for n in report["notes"])
+    # log2(16) probes: 8 (the broken 7 skipped), 11, 9, 10
+    assert report["probes"] == [shas[8], shas[SLOW], shas[9], shas[10]]
+    again = search(tmp_path, repo, shas[0], shas[-1], "full")  # given again: decided from what is there
+    assert again["runs"] == report["runs"] and again["findings"] == report["findings"]
+    assert again["probes"] == report["probes"]
+
+
+def test_a_range_without_a_slow_down_names_nothing(history, tmp_path, monkeypatch):
+    monkeypatch.setenv("HOME", str(tmp_path))
+    repo, shas = history
+    report = search(tmp_path, repo, shas[BROKEN + 1], shas[SLOW - 1], "aa")
+    assert report["findings"] == [] and report["probes"] == []
+
+
+def test_a_step_inside_the_noise_is_not_a_culprit():
+    """Two halves each worse by less than the threshold: the range is reported, no commit named."""
+    c = ["a", "b", "c"]
+    row = lambda verdict: {"verdict": verdict, "change": 0.1}  # noqa: E731
+    table = {("a", "c"): row("REGRESSION"), ("a", "b"): row("no change"), ("b", "c"): row("no change")}
+    s = bisect.Search(c, lambda x, y: {"k": table[(x, y)]}, lambda shas: None, lambda sha: 9, lambda sha: None)
+    [f] = s.find("k", row=table[("a", "c")])
+    assert f["kind"] == "spread or inside the noise" and f["from"] == "a" and f["to"] == "c"
