@@ -65,8 +65,16 @@ def section_stages(run: Run) -> None:
     args, dev, report, peak = run.args, run.dev, run.report, run.peak
     fast, random_src, orfs = run.fast, run.random_src, run.orfs
     prot, nuc = [o.protein for o in orfs], [o.nucleotide for o in orfs] * DNABERT_REPEAT
-    measure_stage(report, "esm2", embed.load_protein_model(random_src, dev, fast), prot, peak,
-                  args.unfused_variant, profile_items=600)
+    esm = embed.load_protein_model(random_src, dev, fast)
+    measure_stage(report, "esm2", esm, prot, peak, args.unfused_variant, profile_items=600)
+    if args.esm_layer_variant:  # VIRNUCPRO_ESM_LAYER=fused against today's layer, same process
+        with settings.override(esm_layer="fused"):
+            report["esm2_layer_fused"] = stage_alone("esm2", esm, prot, peak)
+            report["esm2_layer_fused_kernels"] = kernel_profile(esm, prot[:600])
+            fused_rows = esm.embed(prot[:256])
+        diff = (fused_rows - esm.embed(prot[:256])).abs()
+        report["esm2_layer_fused"]["embedding_max_abs_diff"] = float(diff.max())
+    del esm
     empty_cache(dev)
     if args.compile_variant:
         try:
@@ -245,6 +253,8 @@ def parse_args(argv=None):
     ap.add_argument("--flex-block-variant", type=int, nargs="*", default=[], metavar="N",
                     help="also time DNABERT-S with FlexAttention blocks of N tokens (e.g. 128; 64 is the default)")
     ap.add_argument("--compile-variant", action="store_true", help="also time ESM-2 with torch.compile'd layers")
+    ap.add_argument("--esm-layer-variant", action="store_true",
+                    help="also time ESM-2 with VIRNUCPRO_ESM_LAYER=fused (add + LayerNorm kernel, GELU in fc1's GEMM)")
     ap.add_argument("--dry-run", action="store_true",
                     help="CPU, tiny preset, tiny profile: checks this script, measures nothing worth reporting")
     args = ap.parse_args(argv)

@@ -9,13 +9,15 @@ from conftest import ROOT
 def test_dry_run_fills_every_section(tmp_path):
     p = subprocess.run([sys.executable, str(ROOT / "scripts" / "gpu_report.py"), "--dry-run", "--agreement-orfs", "40",
                         "--e2e-seconds", "0", "--reference-bp", "20000", "--out", str(tmp_path),
-                        "--user-metagenome-bp", "6000", "--user-reads", "30", "--layout-bp", "30000"],
+                        "--user-metagenome-bp", "6000", "--user-reads", "30", "--layout-bp", "30000",
+                        "--esm-layer-variant"],
                        capture_output=True, text=True, timeout=300, cwd=ROOT)
     assert p.returncode == 0, p.stderr[-2000:]
     r = json.loads((tmp_path / "gpu_report.json").read_text())
     assert r["gpu"] == "none (dry run)" and r["genome_orfs"] > 0
-    for stage in ("esm2", "dnabert"):
+    for stage in ("esm2", "dnabert", "esm2_layer_fused"):
         assert r[stage]["tokens_per_second"] > 0
+    assert 0 < r["esm2_layer_fused"]["embedding_max_abs_diff"] < 1e-2  # another GELU, the same model
     for m in ("dnabert", "esm2"):
         a = r["agreement"][m]
         # fp32 at the reference engine's 2,048-token batches and at the CPU budget: other batches,

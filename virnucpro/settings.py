@@ -140,6 +140,8 @@ FLEX_BLOCK_ENV = "VIRNUCPRO_FLEX_BLOCK"
 DNA_ATTENTION_ENV = "VIRNUCPRO_DNA_ATTENTION"
 FUSED_ENV = "VIRNUCPRO_FUSED"
 ESM_ROTARY_ENV = "VIRNUCPRO_ESM_ROTARY"
+ESM_LAYER_ENV = "VIRNUCPRO_ESM_LAYER"
+ESM_LAYER_CHOICES = ("eager", "fused")
 DNA_ATTENTION_CHOICES = ("flex", "triton", "auto")
 ESM_ROTARY_CHOICES = ("auto", "inductor", "triton")
 
@@ -148,12 +150,13 @@ ESM_ROTARY_CHOICES = ("auto", "inductor", "triton")
 class Models:
     """flex_block: FlexAttention's sparsity granule and tiles for DNABERT-S (ORFs are about 100
     tokens, so 64 wastes less of each block than flex's own 128).  fused: the elementwise
-    fusions of fused.py.  dna_attention / esm_rotary: the raw kernel choices, checked by
-    `dna_attention()` and `esm_rotary()`."""
+    fusions of fused.py.  dna_attention / esm_rotary / esm_layer: the raw kernel choices, checked
+    by `dna_attention()`, `esm_rotary()` and `esm_layer()`."""
     flex_block: int = 64
     fused: bool = True
     dna_attention: str = "auto"
     esm_rotary: str = "auto"
+    esm_layer: str = "eager"
 
 
 _overrides: dict = {}
@@ -167,6 +170,7 @@ def models(env=None) -> Models:
         fused=env.get(FUSED_ENV, "1") != "0",
         dna_attention=env.get(DNA_ATTENTION_ENV, "").strip().lower() or "auto",
         esm_rotary=env.get(ESM_ROTARY_ENV, "").strip().lower() or "auto",
+        esm_layer=env.get(ESM_LAYER_ENV, "").strip().lower() or "eager",
     )
     return dataclasses.replace(values, **_overrides) if _overrides else values
 
@@ -201,6 +205,16 @@ def esm_rotary() -> str:
     value = models().esm_rotary
     if value not in ESM_ROTARY_CHOICES:
         raise ValueError(f"{ESM_ROTARY_ENV}={value!r}: expected auto, inductor or triton")
+    return value
+
+
+def esm_layer() -> str:
+    """ESM-2's layer between its matrix products: "eager" (default: PyTorch's kernels) or "fused"
+    (esm2.ESM2._hidden_fused: residual add + LayerNorm in one kernel, GELU in fc1's GEMM; landed
+    for the GPU A/B that decides it, docs/PERFORMANCE.md)."""
+    value = models().esm_layer
+    if value not in ESM_LAYER_CHOICES:
+        raise ValueError(f"{ESM_LAYER_ENV}={value!r}: expected eager or fused")
     return value
 
 

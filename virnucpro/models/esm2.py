@@ -78,6 +78,25 @@ def _have_triton() -> bool:
     return importlib.util.find_spec("triton") is not None
 
 
+def _add_and_norm(x: torch.Tensor, y: torch.Tensor, norm: nn.LayerNorm) -> tuple[torch.Tensor, torch.Tensor]:
+    """(x + y, norm(x + y)): one Triton kernel where it runs, else PyTorch's two."""
+    if _have_triton():
+        from virnucpro.models import fused_triton
+
+        if fused_triton.runs_on(x.device):
+            return fused_triton.add_and_norm(x, y, norm.weight, norm.bias, norm.eps)
+    s = x + y
+    return s, norm(s)
+
+
+def _fc1_gelu(h: torch.Tensor, fc1: nn.Linear) -> torch.Tensor:
+    """gelu(fc1(h)), the tanh form: in the GEMM's epilogue on a GPU (cuBLASLt), the same function
+    elsewhere, so that a CPU test sees the numbers a GPU gives."""
+    if h.is_cuda:
+        return torch._addmm_activation(fc1.bias, h, fc1.weight.t(), use_gelu=True)
+    return F.gelu(F.linear(h, fc1.weight, fc1.bias), approximate="tanh")
+
+
 class PackedBatch:
     """One forward step's packed batch, built once and handed to every layer: the tokens,
     `cu_seqlens` and the longest length, each token's sequence and position (also what padded
@@ -178,9 +197,24 @@ class ESM2(nn.Module):
         x = self.embed_tokens(batch.tokens)
         if self.cfg.token_dropout:
             x = self._undo_token_dropout(x, batch)
+        if settings.esm_layer() == "fused":
+            return self._hidden_fused(x, batch)
         for layer in self.layers:
             x = layer(x, batch)
         return self.emb_layer_norm_after(x)
+
+    def _hidden_fused(self, x: torch.Tensor, batch: PackedBatch) -> torch.Tensor:
+        """VIRNUCPRO_ESM_LAYER=fused, the same layers: every residual add is done by the kernel of
+        the LayerNorm after it, which writes both (the second add of a layer goes with the next
+        layer's first LayerNorm, or the final one), and fc1 adds its bias and GELU in its GEMM's
+        epilogue (cuBLASLt's GELU is the tanh form: numbers within the fair-esm tolerance, tested)."""
+        layers = self.layers
+        h = layers[0].self_attn_layer_norm(x)
+        for i, layer in enumerate(layers):
+            x, h = _add_and_norm(x, layer.self_attn(h, batch), layer.final_layer_norm)
+            after = layers[i + 1].self_attn_layer_norm if i + 1 < len(layers) else self.emb_layer_norm_after
+            x, h = _add_and_norm(x, layer.fc2(_fc1_gelu(h, layer.fc1)), after)
+        return h
 
     @staticmethod
     def _undo_token_dropout(x: torch.Tensor, batch: PackedBatch) -> torch.Tensor:
