@@ -13,6 +13,8 @@
 #   (carry .whl and .hist/in.  The device keeps nothing of .hist between calls, not even on a warm
 #   machine (2026-12-06: the second call found no .hist/results and measured five items again), so
 #   the results of earlier calls travel back in .hist/in/prev and seed .hist here.)
+# After these (issue 33's A/B, one process): OUT=... REPORT="--only stages --esm-layer-variant" \
+#   bash scripts/gpu_session.sh auto 525   (gpu_report alone: the stages with and without the fused layer)
 set -u
 Q=$1; deadline=${2:-525}; A=5bb6dd9
 mkdir -p .hist && cp .hist/in/repo.bundle .hist/repo.bundle
@@ -21,7 +23,7 @@ ST='^bench_stages\.(TrackTranslate\.|.*, 1\)$)'
 PR='^bench_predict\.(TimeStartup\.time_startup\(1\)|TimePredict\.time_predict\(1, True\)'
 PR+='|TrackPredictThroughput\.track_predict_throughput\(1\)|TrackPredictedSpeedup\.track_predicted_speedup\((2|4|8)\))$'
 # A~k is the k-th first-parent ancestor, resolved by gpu_session.sh.
-# Q's end-to-end run first: it also gives track_predicted_speedup version 2 (issue 29) its first value.
+# Q's end-to-end run first: it also gives track_predicted_speedup version 3 (issue 29) its first value.
 items=("$Q:$PR")
 for k in 1 2 3; do items+=("$A~$k:$PR"); done
 for k in 9 10 15 18; do items+=("$A~$k:$ST"); done
