@@ -124,17 +124,22 @@ def markdown(report: dict) -> str:
 def search(args) -> dict:
     line = commits.first_parent(args.good, args.bad, args.repo)
     m = Measured(args)
-    s = Search(line, m.rows, m.measure, m.rounds, m.skipped, args.min_rounds, args.max_rounds)
-    ends, findings, notes = s.ends(), [], []
-    for end in (line[0], line[-1]):
-        if m.skipped(end):
-            raise DataError(f"{end[:8]} cannot be compared: {m.skipped(end)} (see {m.results})")
-    for key, row in sorted(ends.items()):
-        if row["verdict"] == "REGRESSION":
-            findings += [{"benchmark": key[0], "params": key[1], **f} for f in s.find(key, row=row)]
-        elif row["verdict"] == "not significant":
-            notes.append(f"{method_of(key[0])}({key[1]}): {row['note']} between the ends after "
-                         f"{args.max_rounds} rounds: inside the noise, not searched")
+    s = Search(line, m.rows, m.measure, m.rounds, m.skipped, args.min_rounds, args.max_rounds,
+               decided=m.state.setdefault("decided", {}))
+    try:
+        ends = s.ends()
+        findings, notes = [], []
+        for end in (line[0], line[-1]):
+            if m.skipped(end):
+                raise DataError(f"{end[:8]} cannot be compared: {m.skipped(end)} (see {m.results})")
+        for key, row in sorted(ends.items()):
+            if row["verdict"] == "REGRESSION":
+                findings += [{"benchmark": key[0], "params": key[1], **f} for f in s.find(key, row=row)]
+            elif row["verdict"] == "not significant":
+                notes.append(f"{method_of(key[0])}({key[1]}): {row['note']} between the ends after "
+                             f"{args.max_rounds} rounds: inside the noise, not searched")
+    finally:
+        m.save()  # the decisions taken so far, for the same command given again
     notes += [f"skipped {sha[:8]}: {why}" for sha, why in m.state.get("skipped", {}).items()]
     return {"good": line[0], "bad": line[-1], "machine": args.machine, "bench": args.bench, "commits": line,
             "probes": list(dict.fromkeys(s.probes)), "findings": findings, "notes": notes,

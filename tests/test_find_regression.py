@@ -1,6 +1,6 @@
 """scripts/find_regression.py on a throwaway history of 16 commits built in a temporary repository
 from the project's package, measured by real asv runs on this host: one commit makes translation
-twice as slow, an earlier one makes chunking twice as fast, one in between cannot run.
+three times as slow, an earlier one makes chunking twice as fast, one in between cannot run.
 
 The searches time code, so they run on a host with nothing else to do: `.ci/run` runs this file
 on its own after the suite (VIRNUCPRO_TIMED_ALONE=1).  Beside the other tests on two cores, the
@@ -10,7 +10,6 @@ import json
 import os
 import shutil
 import subprocess
-from pathlib import Path
 
 import pytest
 
@@ -51,23 +50,26 @@ class Stages:
 
         identify_orfs(self.chunks)
 '''
-# A planted extra pass: the function runs twice, so the stage takes twice as long.
-TWICE = '''
+# Planted extra passes: the function runs `times` times, so the stage takes that many times as long.
+TIMES = '''
 
 _once_{name} = {name}
 
 
-def {name}(*args, **kwargs):  # planted: an extra pass
-    _once_{name}(*args, **kwargs)
+def {name}(*args, **kwargs):  # planted: extra passes
+    for _ in range({times} - 1):
+        _once_{name}(*args, **kwargs)
     return _once_{name}(*args, **kwargs)
 '''
+# Wide, as a change is small next to the planted factors: asv runs of the same code moved by up to
+# 36 % between rounds on a 2-core host (a CI run, 2026-12-07).
 THRESHOLDS = """
 [regression]
-max_fraction = 0.25
+max_fraction = 0.5
 higher_is_better = []
 lower_is_better = []
 """
-SLOW, FAST, BROKEN = 11, 4, 7  # translate twice as slow; chunking twice as fast; a syntax error (fixed at 8)
+SLOW, FAST, BROKEN = 11, 4, 7  # translate 3x as slow; chunking 2x as fast; a syntax error (fixed at 8)
 
 
 def _git(repo, *args):
@@ -86,7 +88,7 @@ def history(tmp_path_factory):
     (repo / "benchmarks" / "bench_planted.py").write_text(BENCH)
     chunking, translate = repo / "virnucpro" / "chunking.py", repo / "virnucpro" / "translate.py"
     original = {p: p.read_text() for p in (chunking, translate)}
-    chunking.write_text(original[chunking] + TWICE.format(name="chunk_records"))
+    chunking.write_text(original[chunking] + TIMES.format(name="chunk_records", times=2))
     _git(repo.parent, "init", "-q", "-b", "main", str(repo))
     _git(repo, "config", "user.email", "t@t")
     _git(repo, "config", "user.name", "t")
@@ -99,7 +101,7 @@ def history(tmp_path_factory):
         if i == BROKEN + 1:
             translate.write_text(original[translate])
         if i == SLOW:
-            translate.write_text(original[translate] + TWICE.format(name="identify_orfs"))
+            translate.write_text(original[translate] + TIMES.format(name="identify_orfs", times=3))
         (repo / "notes.txt").write_text(f"commit {i}\n")
         _git(repo, "add", "-A")
         _git(repo, "commit", "-q", "-m", f"commit {i}")
@@ -126,7 +128,7 @@ def test_names_the_slow_commit_skips_the_broken_one_ignores_the_speed_up(history
     found = [(f["benchmark"].rsplit(".", 1)[-1], f["kind"], f["commit"]) for f in report["findings"]]
     assert found == [("time_translate", "first bad commit", shas[SLOW])], report["findings"]
     translate = report["findings"][0]["row"]
-    assert translate["verdict"] == "REGRESSION" and translate["change"] > 0.5 and translate["p_value"] < 0.002
+    assert translate["verdict"] == "REGRESSION" and translate["change"] > 1.0 and translate["p_value"] < 0.002
     assert report["findings"][0]["parent"] == shas[SLOW - 1]
     assert any(n.startswith(f"skipped {shas[BROKEN][:8]}") for n in report["notes"])
     # log2(16) probes: 8 (the broken 7 skipped), 11, 9, 10
@@ -152,3 +154,18 @@ def test_a_step_inside_the_noise_is_not_a_culprit():
     s = bisect.Search(c, lambda x, y: {"k": table[(x, y)]}, lambda shas: None, lambda sha: 9, lambda sha: None)
     [f] = s.find("k", row=table[("a", "c")])
     assert f["kind"] == "spread or inside the noise" and f["from"] == "a" and f["to"] == "c"
+
+
+def test_a_resumed_search_takes_the_decisions_it_took_before():
+    """Given again, the search goes the way it went: a neighbour measured again later (more rounds)
+    must not turn a half that was decided into another verdict."""
+    c = ["a", "b", "c", "d"]
+    regression, flat = {"verdict": "REGRESSION", "change": 1.0}, {"verdict": "no change", "change": 0.0}
+    table = {("a", "d"): regression, ("a", "b"): flat, ("b", "d"): regression, ("b", "c"): flat, ("c", "d"): regression}
+    first = bisect.Search(c, lambda x, y: {"k": table[(x, y)]}, lambda shas: None, lambda sha: 9, lambda sha: None)
+    assert [f["commit"] for f in first.find("k", row=regression)] == ["d"]
+    table[("a", "b")] = regression  # what later rounds of b would say
+    again = bisect.Search(c, lambda x, y: {"k": table[(x, y)]}, lambda shas: pytest.fail("measured again"),
+                          lambda sha: 9, lambda sha: None, decided=dict(first.decided))
+    assert [f["commit"] for f in again.find("k", row=regression)] == ["d"]
+    assert again.probes == first.probes

@@ -32,28 +32,46 @@ class Search:
     min_rounds: int = 2
     max_rounds: int = 6
     probes: list = field(default_factory=list)
+    # verdicts as they were when decided, by (key, base, head): later rounds of a commit (a probe's
+    # neighbour measured again) must not change a decision taken, or a resumed search would go
+    # another way than the one it resumes
+    decided: dict = field(default_factory=dict)
+
+    def _memo(self, key, a: str, b: str) -> str:
+        return "|".join([*map(str, key), a, b])
 
     def _settle(self, group: list, pairs: list, key) -> list:
         """compare's rows of `key` for each (base, head) of `pairs`, after rounds of `group` until
         each is decided or every commit of the group has max_rounds."""
+        memo = [self._memo(key, a, b) for a, b in pairs]
+        if all(m in self.decided for m in memo):
+            return [self.decided[m] for m in memo]
         while True:
             live = [c for c in group if not self.skipped(c)]
             got = [self.rows(a, b).get(key) for a, b in pairs]
             counts = [self.rounds(c) for c in live]
             done = all(r is not None and r["verdict"] in DECIDED for r in got)
-            if len(live) < len(group) or (done and min(counts) >= self.min_rounds) or min(counts) >= self.max_rounds:
+            if len(live) < len(group):
+                return got
+            if (done and min(counts) >= self.min_rounds) or min(counts) >= self.max_rounds:
+                self.decided.update(zip(memo, got))
                 return got
             self.measure([c for c in live if self.rounds(c) < self.max_rounds])
 
     def ends(self) -> dict:
         """{key: row} of every metric compared between the ends, after the rounds they need."""
         good, bad = self.commits[0], self.commits[-1]
+        memo = self._memo(("ends",), good, bad)
+        if memo in self.decided:
+            return {tuple(r["key"]): r for r in self.decided[memo]}
         while True:
             rows = self.rows(good, bad)
             counts = [self.rounds(good), self.rounds(bad)]
             open_ = [k for k, r in rows.items() if r["verdict"] == NOT_SIGNIFICANT]
-            if self.skipped(good) or self.skipped(bad) or min(counts) >= self.max_rounds or \
-                    (min(counts) >= self.min_rounds and not open_):
+            if self.skipped(good) or self.skipped(bad):
+                return rows
+            if min(counts) >= self.max_rounds or (min(counts) >= self.min_rounds and not open_):
+                self.decided[memo] = [{**r, "key": list(k)} for k, r in rows.items()]
                 return rows
             self.measure([good, bad])
 
