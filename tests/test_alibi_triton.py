@@ -223,8 +223,10 @@ for dtype, precision in (("bf16", "tf32"), ("fp16", "tf32"), ("fp32", "ieee")):
                **ints("T", *strides)},
               dict(HEAD_DIM=dim, BLOCK_D=max(16, dim), BLOCK_M=bm, BLOCK_N=bn, PRECISION=precision, UPCAST=False),
               num_warps=at.NUM_WARPS, num_stages=at.NUM_STAGES)
-    build(ft._add_norm_kernel, {**dict.fromkeys(["X", "Y", "W", "B", "OUT"], ptr), "eps": "fp32",
-                                **ints("T", "stride_x", "stride_y", "stride_o")}, dict(D=768, BLOCK=1024, ROWS=4))
+    for keep_sum, d, block, rows in ((False, 768, 1024, 4), (True, 2560, 4096, 1)):  # DNABERT-S's; ESM-2's
+        build(ft._add_norm_kernel, {**dict.fromkeys(["X", "Y", "W", "B", "S", "OUT"], ptr), "eps": "fp32",
+                                    **ints("T", "stride_x", "stride_y", "stride_s", "stride_o")},
+              dict(D=d, BLOCK=block, ROWS=rows, KEEP_SUM=keep_sum))
     build(ft._geglu_kernel, {"H": ptr, "OUT": ptr, **ints("T", "stride_h", "stride_o")}, dict(F=3072, BLOCK=1024, ROWS=4))
 print("compiled")
 """
