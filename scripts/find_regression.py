@@ -45,6 +45,7 @@ class Measured:
         self.cfg = thresholds.load(args.thresholds)
         self.pattern = re.compile(args.bench)
         self._rows: dict = {}
+        self._loaded: dict = {}  # (folder, commit) -> verdicts.load's, None where it has none
         self.started = time.monotonic()
         self.registered = False
 
@@ -62,10 +63,13 @@ class Measured:
         return self.state.get("skipped", {}).get(sha)
 
     def _load(self, folder, sha):
-        try:
-            return load(folder, self.args.machine, sha)
-        except DataError:
-            return None
+        """A commit's results in one folder, read once until this search adds to them."""
+        if (folder, sha) not in self._loaded:
+            try:
+                self._loaded[(folder, sha)] = load(folder, self.args.machine, sha)
+            except DataError:
+                self._loaded[(folder, sha)] = None
+        return self._loaded[(folder, sha)]
 
     def measure(self, shas: list) -> None:
         if self.args.no_run:
@@ -84,6 +88,7 @@ class Measured:
             rc = asvrun.run_commit(sha, self.args.python, self.args.machine, ["--bench", self.args.bench,
                                    "--append-samples"], conf, root=self.args.repo)
             self.state["runs"].append({"commit": sha, "seconds": round(time.monotonic() - t0, 1), "rc": rc})
+            self._loaded.pop((self.results, sha), None)
             mine = self._load(self.results, sha)
             ran = [m.value for (name, _), m in (mine[2].items() if mine else []) if self.pattern.search(name)]
             if rc != 0 or not ran or None in ran:  # a build, an import or a benchmark failed

@@ -64,6 +64,7 @@ def pooled(loaded: list) -> tuple[str, dict, dict, list]:
     from asv_runner.statistics import compute_stats
 
     sha, meta, rows, notes = loaded[0]
+    rows = dict(rows)  # the runs handed in stay as they were
     for _, more_meta, more_rows, more_notes in loaded[1:]:
         meta, notes = {**meta, **more_meta}, notes + more_notes
         for key, extra in more_rows.items():
