@@ -143,7 +143,11 @@ def test_a_range_without_a_slow_down_names_nothing(history, tmp_path, monkeypatc
     monkeypatch.setenv("HOME", str(tmp_path))
     repo, shas = history
     report = search(tmp_path, repo, shas[BROKEN + 1], shas[SLOW - 1], "aa")
-    assert report["findings"] == [] and report["probes"] == []
+    # No commit is named.  The host itself may drift between rounds (a CI run at e3a61b0 saw the
+    # same code +63-70 % apart, p ~ 1e-6, between two ends): such a step is reported as spread or
+    # inside the noise, over the whole range, never as a first bad commit.
+    assert [f for f in report["findings"] if f["kind"] != "spread or inside the noise"] == []
+    assert all(f["from"] == shas[BROKEN + 1] and f["to"] == shas[SLOW - 1] for f in report["findings"])
 
 
 def test_a_step_inside_the_noise_is_not_a_culprit():
