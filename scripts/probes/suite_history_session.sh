@@ -25,8 +25,14 @@ PR+='|TrackPredictThroughput\.track_predict_throughput\(1\)|TrackPredictedSpeedu
 # A~k is the k-th first-parent ancestor, resolved by gpu_session.sh.
 # Q's end-to-end run first: it also gives track_predicted_speedup version 3 (issue 29) its first value.
 items=("$Q:$PR")
-for k in 1 2 3; do items+=("$A~$k:$PR"); done
-for k in 9 10 15 18; do items+=("$A~$k:$ST"); done
-items+=("$Q:$ST")
+gpu=$(nvidia-smi --query-gpu=name --format=csv,noheader 2>/dev/null | head -1)
+if [[ "$gpu" == *H200* ]]; then
+  # h200-x1's history stops at a30f379 (2026-12-03): the head and A there, stages then end to end.
+  items+=("$Q:$ST" "$A:$ST" "$A:$PR")
+else
+  for k in 1 2 3; do items+=("$A~$k:$PR"); done
+  for k in 9 10 15 18; do items+=("$A~$k:$ST"); done
+  items+=("$Q:$ST")
+fi
 REPORT="--only layouts" RESULTS_DIR=.hist/results bash scripts/gpu_session.sh auto "$deadline" "${items[@]}"
 tar czf "$OUT/hist.tgz" .hist/results .hist/runs 2>/dev/null
