@@ -111,11 +111,13 @@ def test_the_replay_validation_runs_at_tiny_size(tmp_path):
         import validate_replay
     finally:
         sys.path.remove(str(ROOT / "scripts" / "probes"))
-    spawn = validate_replay.spawn_seconds(tmp_path, repeat=1, workers=(2,))
+    plans = [(validate_replay.EVEN, 0.05)]
+    probe, runs = validate_replay.rounds(plans, every=16, workers=(2,), repeat=1, tmp=tmp_path)
+    assert set(runs) == {(0, None), (0, 2)} and all(len(r) == 1 for r in runs.values())
+    spawn = validate_replay.spawn_seconds(probe, workers=(2,))
     assert set(spawn["walls"]) == {"in_process", "one", "2"} and all(len(w) == 1 for w in spawn["walls"].values())
     spawn = {"one_worker": {"startup": 0.5, "rest": 0.25}, "workers": {"2": 1.5}}
-    got = validate_replay.validate(validate_replay.EVEN, sleep=0.05, every=16, workers=(2,), repeat=1,
-                                   spawn=spawn, cores=1, tmp=tmp_path)
+    got = validate_replay.validate(0, *plans[0], every=16, workers=(2,), runs=runs, spawn=spawn, cores=1)
     assert [r["workers"] for r in got["runs"]] == ["1 (in-process)", 2]
     assert got["ranges"] == 5 + 4  # 67 and 52 chunks in ranges of 16
     two = got["runs"][1]

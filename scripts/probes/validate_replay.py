@@ -9,7 +9,10 @@ the suite does on a GPU host (track_predicted_speedup): the tiny preset runs in 
 measured on the short input with `--cpu-workers N` against in-process; beside it, the model a
 1-GPU host must use: one spawned worker's start-up (N of them share the cores) plus the rest of
 its cost (replay.spawn_cost).
-Every run is made `--repeat` times and its median wall taken.  Beside each wall, the run's own
+Every run is made `--repeat` times and its median wall taken; the runs go in rounds (each round
+one run of every configuration: the spawn probe's, then each workload's 1, 2 and 3 workers), so
+that a host whose speed drifts over minutes moves all of them alike, as asv's interleaved rounds
+do.  Beside each wall, the run's own
 record: the seconds before the queue and the end of its last range from the queue's start, so
 that an error can be told apart into start-up, queue and the end of the run.
 
@@ -67,53 +70,63 @@ def recorded(out: Path) -> dict:
             "last_range_end": max(x["end"] for r in runs for x in r["queue"]["ranges"])}
 
 
-def median_run(inputs, out: Path, workers, sleep: float, every: int, repeat: int) -> tuple[float, list, dict]:
-    """The median wall of `repeat` runs, all walls, and the median run's record (its OUT kept at `out`)."""
-    walls = sorted((run(inputs, out.with_name(f"{out.name}.{i}"), workers, sleep, every), i) for i in range(repeat))
-    wall, i = walls[len(walls) // 2]
-    out.with_name(f"{out.name}.{i}").rename(out)
-    return wall, [round(w, 3) for w, _ in walls], recorded(out)
+def median(runs: list) -> tuple[float, list, Path]:
+    """The median wall of (wall, out) runs, all walls, and the median run's OUT."""
+    runs = sorted(runs)
+    wall, out = runs[len(runs) // 2]
+    return wall, [round(w, 3) for w, _ in runs], out
 
 
-def spawn_seconds(tmp: Path, repeat: int, workers=(2, 3)) -> dict:
-    """What spawning costs, on the short input, interleaved with in-process runs: for each N of
-    `workers`, median wall of `--cpu-workers N` less median wall in-process (measured where N
-    workers can run, as on the CPU); and one spawned worker (VIRNUCPRO_SPAWN_ONE=1) split into
-    start-up and the rest by replay.measured_spawn, as a 1-GPU host measures it."""
-    from virnucpro import replay
-
+def rounds(plans, every: int, workers, repeat: int, tmp: Path) -> tuple[dict, dict]:
+    """Every run, `repeat` rounds: the spawn probe (short input: in-process, one spawned worker,
+    each N of `workers`), then each workload in-process and with each N.  Returns the probe's
+    {kind: [(wall, trace)]} and {(plan, N or None): [(wall, out)]}."""
     kinds = {"in_process": {}, "one": {"spawn_one": True}, **{n: {"workers": n} for n in workers}}
-    runs: dict = {k: [] for k in kinds}
+    probe: dict = {k: [] for k in kinds}
+    runs: dict = {}
     for i in range(repeat):
         for kind, how in kinds.items():
             marks = tmp / f"spawn-trace-{kind}-{i}.txt"
             wall = run(SHORT, tmp / "spawn", how.get("workers"), 0.0, 4, spawn_one=how.get("spawn_one", False),
                        marks=marks)
-            runs[kind].append((wall, marks))
-    base = statistics.median(w for w, _ in runs["in_process"])
-    one = replay.measured_spawn(runs["one"], runs["in_process"])
+            probe[kind].append((wall, marks))
+        for p, (inputs, sleep) in enumerate(plans):
+            for n in (None, *workers):
+                out = tmp / f"w{n or 1}-{p}.{i}"
+                runs.setdefault((p, n), []).append((run(inputs, out, n, sleep, every), out))
+    return probe, runs
+
+
+def spawn_seconds(probe: dict, workers=(2, 3)) -> dict:
+    """What spawning costs, from the probe's runs of the short input: for each N of `workers`,
+    median wall of `--cpu-workers N` less median wall in-process (measured where N workers can
+    run, as on the CPU); and one spawned worker (VIRNUCPRO_SPAWN_ONE=1) split into start-up and
+    the rest by replay.measured_spawn, as a 1-GPU host measures it."""
+    from virnucpro import replay
+
+    base = statistics.median(w for w, _ in probe["in_process"])
+    one = replay.measured_spawn(probe["one"], probe["in_process"])
     return {"one_worker": {"startup": one.startup, "rest": one.rest},
-            "workers": {str(n): round(statistics.median(w for w, _ in runs[n]) - base, 3) for n in workers},
-            "walls": {str(k): [round(w, 3) for w, _ in v] for k, v in runs.items()}}
+            "workers": {str(n): round(statistics.median(w for w, _ in probe[n]) - base, 3) for n in workers},
+            "walls": {str(k): [round(w, 3) for w, _ in v] for k, v in probe.items()}}
 
 
-def validate(inputs, sleep: float, every: int, workers, repeat: int, spawn: dict, cores: int, tmp: Path) -> dict:
+def validate(plan: int, inputs, sleep: float, every: int, workers, runs: dict, spawn: dict, cores: int) -> dict:
     """`spawn`: spawn_seconds' figures: the measured cost of N workers is what the prediction adds;
     beside it, what one spawned worker's cost (replay.spawn_cost, as on a 1-GPU host) would add."""
     from virnucpro import replay
 
     one_worker = replay.Spawn(**spawn["one_worker"])
-    one = tmp / f"w1-{sleep}-{len(inputs)}"
-    wall1, walls1, rec = median_run(inputs, one, None, sleep, every, repeat)
+    wall1, walls1, one = median(runs[(plan, None)])
     measured, before, ahead = replay.measured(one)
     base = replay.replay(measured, 1, before, ahead).wall
     rows = [{"workers": "1 (in-process)", "measured_wall": round(wall1, 3), "walls": walls1,
-             "replay_wall": round(base, 3), "recorded": rec}]
+             "replay_wall": round(base, 3), "recorded": recorded(one)}]
     for n in workers:
         s = replay.replay(measured, n, before, ahead)
         predicted = replay.predicted_wall(measured, n, wall1, before, ahead, spawn["workers"][str(n)])
         modelled = replay.predicted_wall(measured, n, wall1, before, ahead, replay.spawn_cost(one_worker, n, cores))
-        wall, walls, rec = median_run(inputs, tmp / f"w{n}-{sleep}-{len(inputs)}", n, sleep, every, repeat)
+        wall, walls, out = median(runs[(plan, n)])
         rows.append({"workers": n, "measured_wall": round(wall, 3), "walls": walls,
                      "predicted_wall": round(predicted, 3), "error": round(predicted / wall - 1, 4),
                      "measured_speedup": round(wall1 / wall, 3), "predicted_speedup": round(wall1 / predicted, 3),
@@ -121,7 +134,7 @@ def validate(inputs, sleep: float, every: int, workers, repeat: int, spawn: dict
                                "spawn_measured": spawn["workers"][str(n)]},
                      "from_one_worker": {"spawn_cost": round(replay.spawn_cost(one_worker, n, cores), 3),
                                          "predicted_wall": round(modelled, 3), "error": round(modelled / wall - 1, 4)},
-                     "recorded": rec, "replayed": {"before_queue": before, "last_range_end": round(
+                     "recorded": recorded(out), "replayed": {"before_queue": before, "last_range_end": round(
                          max(e for _, _, e in s.ranges) - before, 4)}})
     return {"inputs": [p.name for p in inputs], "fault": f"esm2:*:sleep{sleep}", "checkpoint_every": every,
             "ranges": sum(len(m.ranges) for m in measured), "runs": rows}
@@ -139,9 +152,10 @@ def main(argv=None) -> int:
     cores = len(os.sched_getaffinity(0))
     plans = [(EVEN, s) for s in args.sleep] + ([(UNEQUAL, args.sleep[0])] if args.unequal else [])
     with tempfile.TemporaryDirectory(prefix="virnucpro-replay-") as tmp:
-        spawn = spawn_seconds(Path(tmp), args.repeat)
-        workloads = [validate(inputs, sleep, args.every, (2, 3), args.repeat, spawn, cores, Path(tmp))
-                     for inputs, sleep in plans]
+        probe, runs = rounds(plans, args.every, (2, 3), args.repeat, Path(tmp))
+        spawn = spawn_seconds(probe)
+        workloads = [validate(p, inputs, sleep, args.every, (2, 3), runs, spawn, cores)
+                     for p, (inputs, sleep) in enumerate(plans)]
     commit = subprocess.run(["git", "-C", str(ROOT), "rev-parse", "--short", "HEAD"], capture_output=True,
                             text=True).stdout.strip()
     dirty = subprocess.run(["git", "-C", str(ROOT), "diff", "--quiet", "HEAD", "--", "virnucpro"]).returncode == 1
@@ -153,7 +167,7 @@ def main(argv=None) -> int:
               "formula": "wall(1) - replay(1) + replay(N) + spawn(N), spawn(N) measured with --cpu-workers N on the "
                          "short input; from_one_worker: spawn(N) = startup * max(1, N / cores) + rest of one "
                          "spawned worker (what a 1-GPU host can measure)",
-              "spawn": spawn, "repeat": args.repeat, "workloads": workloads}
+              "spawn": spawn, "repeat": args.repeat, "interleaved": True, "workloads": workloads}
     text = json.dumps(result, indent=1) + "\n"
     if args.out:
         args.out.write_text(text)
