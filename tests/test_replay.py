@@ -42,18 +42,20 @@ def test_n_spawned_ranks_add_the_measured_spawn_and_share_the_cores_for_their_st
 
 
 def test_the_spawn_cost_is_read_from_the_runs_traces_and_walls(tmp_path):
-    def traced(name, *marks):
+    def traced(name, start, imported, loaded, written, worker=1):
         path = tmp_path / name
+        marks = [(1, "process_start", start), (1, "torch_imported", start + imported),
+                 (worker, "models_loaded", start + loaded - 0.5), (worker + 1, "models_loaded", start + loaded),
+                 (worker, "results_written", start + written)]
         path.write_text("".join(f"{pid} {m} {t}\n" for pid, m, t in marks))
         return path
 
-    # in-process: its group at 1.0 s from its start; spawned: the worker's group at 2.25 s and 2.75 s
-    inproc = [(3.0, traced("a", (1, "process_start", 100.0), (1, "process_group", 101.0))),
-              (3.5, traced("b", (1, "process_start", 200.0), (1, "process_group", 201.0)))]
-    spawned = [(5.0, traced("c", (1, "process_start", 300.0), (2, "worker_start", 301.0), (2, "process_group", 302.25))),
-               (6.0, traced("d", (1, "process_start", 400.0), (2, "worker_start", 401.0), (2, "process_group", 402.75)))]
-    got = measured_spawn(spawned, inproc)
-    assert got == Spawn(startup=2.5 - 1.0, rest=(5.5 - 3.25) - 1.5)
+    # in-process: models loaded 0.2 s after the import, 0.05 s from the last write to the end
+    inproc = [(4.05, traced("a", 100.0, 1.5, 1.7, 4.0)), (3.55, traced("b", 200.0, 1.0, 1.2, 3.5))]
+    # spawned: the last worker's models 1.2 / 1.8 s after the command's import (an import that took
+    # 2.5 s in one run does not count), then 0.8 / 1.2 s to the end; its queue was shorter
+    spawned = [(4.5, traced("c", 300.0, 2.5, 3.7, 3.7, worker=2)), (4.5, traced("d", 400.0, 1.0, 2.8, 3.3, worker=2))]
+    assert measured_spawn(spawned, inproc) == Spawn(startup=1.5 - 0.2, rest=1.0 - 0.05)
 
 
 @pytest.mark.parametrize("ahead", [False, True])

@@ -85,27 +85,35 @@ def replay(inputs: list[Input], ranks: int, before: float = 0.0, ahead: bool = F
 
 
 class Spawn(NamedTuple):
-    """What one spawned worker costs a run measured in one process (one spawned worker's run
-    against an in-process run of the same input): `startup`, its interpreter, imports and process
-    group before the queue, work on the host's cores; `rest`, the other seconds (teardown,
-    joining the worker), mostly waiting."""
+    """What spawned workers cost a run measured in one process (spawned runs of a short input
+    against in-process runs of it): `startup`, from the torch import of the command (which both
+    pay) to the last rank's models loaded: the workers' interpreters, imports, process group and
+    model reads, work on the host's cores; `rest`, from the last result written to the end of the
+    run (joining the workers, their teardown and the launcher's), mostly waiting.  The queue
+    between them is left out: the replay plays it, and N workers would shorten the short input's."""
     startup: float = 0.0
     rest: float = 0.0
 
 
+def phases(wall: float, path) -> tuple[float, float]:
+    """(start-up, rest) of one run, as `Spawn` defines them, from its VIRNUCPRO_TRACE file and
+    its wall seconds (measured from the process's start)."""
+    marks = trace.read(path)
+
+    def at(name, pick):
+        return pick(m.t for m in marks if m.name == name)
+
+    return at("models_loaded", max) - at("torch_imported", min), wall - (at("results_written", max) -
+                                                                         at("process_start", min))
+
+
 def measured_spawn(spawned: list, in_process: list) -> Spawn:
     """`Spawn` from runs of one short input, each a (wall seconds, VIRNUCPRO_TRACE file) pair:
-    `startup` from the median of each run's process start to its (worker's) process group, the
-    rest from the median walls."""
-    def group_at(path) -> float:
-        marks = trace.read(path)
-        start = min(m.t for m in marks if m.name == "process_start")
-        return max(m.t for m in marks if m.name == "process_group") - start
+    each term the median of the spawned runs' less the median of the in-process runs'."""
+    def median(runs, k):
+        return statistics.median(phases(w, t)[k] for w, t in runs)
 
-    startup = statistics.median(map(group_at, (t for _, t in spawned))) - \
-        statistics.median(map(group_at, (t for _, t in in_process)))
-    extra = statistics.median(w for w, _ in spawned) - statistics.median(w for w, _ in in_process)
-    return Spawn(round(startup, 4), round(extra - startup, 4))
+    return Spawn(*(round(median(spawned, k) - median(in_process, k), 4) for k in (0, 1)))
 
 
 def spawn_cost(spawn: Spawn, ranks: int, cores: int | None = None) -> float:

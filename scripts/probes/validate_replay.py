@@ -5,10 +5,10 @@ Each ESM-2 range is made to take `--sleep` seconds more (the fault hook's sleep 
 ranges cost known, mostly idle time and 2 or 3 workers on a small host can overlap them.  As
 the suite does on a GPU host (track_predicted_speedup): the tiny preset runs in one process
 (the 1-GPU run's shape) and its run.json files are replayed for N ranks.  Then it runs with
-`--cpu-workers` 2 and 3 and compares: predicted wall(N) = wall(1) - replay(1) + replay(N) + spawn(N), spawn(N)
-measured on the short input with `--cpu-workers N` against in-process; beside it, the model a
-1-GPU host must use: one spawned worker's start-up (N of them share the cores) plus the rest of
-its cost (replay.spawn_cost).
+`--cpu-workers` 2 and 3 and compares: predicted wall(N) = wall(1) - replay(1) + replay(N) + spawn(N),
+spawn(N) measured on the short input with `--cpu-workers N` against in-process
+(replay.measured_spawn); beside it, the model a 1-GPU host must use: one spawned worker's
+start-up (N of them share the cores) plus the rest of its cost (replay.spawn_cost).
 Every run is made `--repeat` times and its median wall taken; the runs go in rounds (each round
 one run of every configuration: the spawn probe's, then each workload's 1, 2 and 3 workers), so
 that a host whose speed drifts over minutes moves all of them alike, as asv's interleaved rounds
@@ -28,7 +28,6 @@ import datetime
 import json
 import os
 import platform
-import statistics
 import subprocess
 import sys
 import tempfile
@@ -98,16 +97,17 @@ def rounds(plans, every: int, workers, repeat: int, tmp: Path) -> tuple[dict, di
 
 
 def spawn_seconds(probe: dict, workers=(2, 3)) -> dict:
-    """What spawning costs, from the probe's runs of the short input: for each N of `workers`,
-    median wall of `--cpu-workers N` less median wall in-process (measured where N workers can
-    run, as on the CPU); and one spawned worker (VIRNUCPRO_SPAWN_ONE=1) split into start-up and
-    the rest by replay.measured_spawn, as a 1-GPU host measures it."""
+    """What spawning costs, from the probe's runs of the short input (replay.measured_spawn: the
+    start-up from the command's torch import to the last rank's models, and the rest after the
+    last result written, spawned against in-process): for each N of `workers`, `--cpu-workers N`
+    (measured where N workers can run, as on the CPU); and one spawned worker
+    (VIRNUCPRO_SPAWN_ONE=1), as a 1-GPU host measures it."""
     from virnucpro import replay
 
-    base = statistics.median(w for w, _ in probe["in_process"])
-    one = replay.measured_spawn(probe["one"], probe["in_process"])
-    return {"one_worker": {"startup": one.startup, "rest": one.rest},
-            "workers": {str(n): round(statistics.median(w for w, _ in probe[n]) - base, 3) for n in workers},
+    each = {n: replay.measured_spawn(probe[n], probe["in_process"]) for n in ("one", *workers)}
+    return {"one_worker": each["one"]._asdict(),
+            "workers": {str(n): round(sum(each[n]), 3) for n in workers},
+            "terms": {str(n): each[n]._asdict() for n in workers},
             "walls": {str(k): [round(w, 3) for w, _ in v] for k, v in probe.items()}}
 
 
@@ -165,7 +165,8 @@ def main(argv=None) -> int:
                           "cpu": next((ln.split(":", 1)[1].strip() for ln in Path("/proc/cpuinfo").read_text()
                                        .splitlines() if ln.startswith("model name")), platform.processor())},
               "formula": "wall(1) - replay(1) + replay(N) + spawn(N), spawn(N) measured with --cpu-workers N on the "
-                         "short input; from_one_worker: spawn(N) = startup * max(1, N / cores) + rest of one "
+                         "short input (replay.measured_spawn: from the torch import to the last rank's models, "
+                         "and from the last result written to the end); from_one_worker: spawn(N) = startup * max(1, N / cores) + rest of one "
                          "spawned worker (what a 1-GPU host can measure)",
               "spawn": spawn, "repeat": args.repeat, "interleaved": True, "workloads": workloads}
     text = json.dumps(result, indent=1) + "\n"
