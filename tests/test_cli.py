@@ -290,7 +290,6 @@ def test_one_gpu_runs_in_this_process_and_more_are_spawned(tmp_path, monkeypatch
     monkeypatch.setattr(torch.cuda, "set_device", chosen.append)
     monkeypatch.setattr(cli, "_predict_rank", lambda inputs, out, opts, *rest: calls.append(("here", opts.device)))
     monkeypatch.setattr(parallel, "spawn", lambda fn, job, world, gpus: calls.append(("spawned", world, gpus)))
-    monkeypatch.setattr(cli, "_spawned_workers", False)
     assert main(["predict", str(DATA / "SRR492066.fna"), "-o", str(tmp_path / "o"), "--random-weights", "--preset", "tiny",
                  "--no-progress", "-l", "500", "--gpus", spec]) == 0
     assert calls == [started]

@@ -20,8 +20,6 @@ from virnucpro import __version__, settings, trace
 from virnucpro.cli_args import build_parser
 from virnucpro.errors import InputError, VirnucproError
 
-_spawned_workers = False
-
 
 def _check_out(out: Path, force: bool, resume: bool = False) -> None:
     from virnucpro.checkpoint import DIR
@@ -90,6 +88,11 @@ def _predict_worker(*job):
         print(f"virnucpro: error: worker {settings.rank_name()}: {e}", file=sys.stderr)
         sys.exit(e.exit_code)
     trace.mark("exit")
+    # Its ranges are saved as complete files and its group is closed: the interpreter's teardown
+    # (torch's finalisers, a CUDA context) would only hold the launcher's join.
+    sys.stdout.flush()
+    sys.stderr.flush()
+    os._exit(0)
 
 
 def _rank_from_env():
@@ -188,8 +191,6 @@ def _predict(args, out: Path, ranked, inputs) -> int:
         if ranked is not None or (world == 1 and args.cpu_workers is None and not spawn_one):
             _predict_rank(*job)
         else:
-            global _spawned_workers
-            _spawned_workers = True
             parallel.spawn(_predict_worker, job, world, gpus)
     if args.random_weights:
         print("warning: random weights were used; the scores are meaningless", file=sys.stderr)
@@ -222,8 +223,6 @@ def entry() -> None:
     only costs the user seconds after the work is done."""
     rc = main()
     trace.mark("exit")
-    if _spawned_workers:
-        sys.exit(rc)  # multiprocessing's resource tracker would report its semaphores as leaked
     sys.stdout.flush()
     sys.stderr.flush()
     os._exit(rc)
