@@ -4,7 +4,8 @@ import json
 
 import pytest
 
-from virnucpro.replay import Input, Spawn, measured, measured_spawn, predicted_wall, replay, spawn_cost, speedup
+from virnucpro.replay import (Input, Spawn, measured, measured_spawn, predicted_wall, replay, spawn_cost, speedup,
+                              terms)
 
 # A: a long range then three short ones; B: two of 2 s.  1 s of start-up before the queue.
 INPUTS = [Input([3, 1, 1, 1], write=0.5), Input([2, 2], write=1)]
@@ -143,3 +144,14 @@ def test_the_suite_predicts_from_the_measured_wall_by_the_validated_formula(tmp_
     assert bench_predict._predicted(bench_predict._measured(str(out), one + 3.0), (0, 0), 16) != \
         bench_predict._predicted(bench_predict._measured(str(out), one + 0.5), (0, 0), 16)
     assert bench_predict._measured(str(tmp_path / "nothing"), 10.0) is None
+
+
+@pytest.mark.parametrize("ranks", [1, 2, 3, 8])
+def test_the_named_terms_sum_to_the_prediction(ranks):
+    heavy = [Input([1.0, 2.0, 0.5], 0.75), Input([3.0], 0.25), Input([0.5, 0.5], 1.0)]
+    got = terms(heavy, ranks, 20.0, before=1.5, spawned=0.4)
+    named = ("kept", "before_queue", "ranges", "uneven", "after_last_range", "spawn")
+    assert sum(got[k] for k in named) == pytest.approx(got["predicted_wall"])
+    assert got["predicted_wall"] == pytest.approx(predicted_wall(heavy, ranks, 20.0, before=1.5, spawned=0.4))
+    assert got["ranges"] == pytest.approx(7.5 / ranks) and got["writes"] == 2.0 and got["count"] == 6
+    assert got["kept"] == pytest.approx(20.0 - replay(heavy, 1, before=1.5).wall) and got["uneven"] >= -1e-9

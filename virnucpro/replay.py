@@ -137,6 +137,22 @@ def predicted_wall(inputs: list[Input], ranks: int, wall: float, before: float =
     return wall - replay(inputs, 1, before, ahead).wall + replay(inputs, ranks, before, ahead).wall + spawned
 
 
+def terms(inputs: list[Input], ranks: int, wall: float, before: float = 0.0, ahead: bool = False,
+          spawned: float = 0.0) -> dict:
+    """`predicted_wall` in named seconds that sum to it: `kept` (the measured run's seconds
+    outside the replay), `before_queue`, `ranges` (all ranges' seconds over the ranks),
+    `uneven` (the last range ends later than that: ranges that do not divide evenly, and rank 0's
+    writes between its ranges), `after_last_range` (the writes still to do), `spawn`; beside
+    them `writes` (every input's merge and write, on rank 0) and the count of ranges."""
+    s = replay(inputs, ranks, before, ahead)
+    work = sum(sum(i.ranges) for i in inputs)
+    last = max((e for _, _, e in s.ranges), default=before)
+    return {"kept": wall - replay(inputs, 1, before, ahead).wall, "before_queue": before, "ranges": work / ranks,
+            "uneven": last - before - work / ranks, "after_last_range": s.wall - last, "spawn": spawned,
+            "predicted_wall": predicted_wall(inputs, ranks, wall, before, ahead, spawned),
+            "writes": sum(i.write for i in inputs), "count": sum(len(i.ranges) for i in inputs)}
+
+
 def speedup(inputs: list[Input], ranks: int, wall: float, before: float = 0.0, ahead: bool = False,
             spawned: float = 0.0) -> float:
     """The measured 1-rank wall over `predicted_wall` on `ranks` ranks."""
