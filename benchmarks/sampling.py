@@ -82,6 +82,26 @@ def busy_fraction(intervals, wall: float) -> float:
     return covered / wall if wall > 0 else math.nan
 
 
+def _activity(event) -> str:
+    """Kineto's activity type ("kernel", "gpu_memcpy", "gpu_user_annotation", ...); torch 2.11's
+    events do not say it (the lent H100, 2026-12-07), so there it is told from the name: Kineto
+    names copies "Memcpy ..." and fills "Memset ...", and marks annotations as such."""
+    if hasattr(event, "activity_type"):
+        return event.activity_type()
+    if getattr(event, "is_user_annotation", lambda: False)():
+        return "gpu_user_annotation"
+    name = event.name().lower()
+    return "gpu_memcpy" if name.startswith("memcpy") else "gpu_memset" if name.startswith("memset") else "kernel"
+
+
+def is_kernel(event) -> bool:
+    """A CUDA kernel: copies, fills and annotation ranges on the GPU's timeline are not (NVML does
+    not count copies and fills, and an annotation spans kernels and gaps alike)."""
+    import torch
+
+    return event.device_type() == torch.autograd.DeviceType.CUDA and _activity(event) == "kernel"
+
+
 def kernel_busy_percent(run) -> tuple[float, str]:
     """The profiler's exact answer to what NVML estimates: the share of one pass's wall time in
     which a CUDA kernel ran (copies and memsets not counted, as NVML does not count them).
@@ -100,14 +120,13 @@ def kernel_busy_percent(run) -> tuple[float, str]:
             torch.cuda.synchronize()
             wall_ns = (time.perf_counter() - t0) * 1e9
         events = prof.profiler.kineto_results.events()
-        kernels = [(e.start_ns(), e.start_ns() + e.duration_ns()) for e in events
-                   if e.device_type() == torch.autograd.DeviceType.CUDA and "mem" not in e.activity_type()]
+        kernels = [(e.start_ns(), e.start_ns() + e.duration_ns()) for e in events if is_kernel(e)]
     except Exception as exc:  # noqa: BLE001 - a profiler that cannot start must not cost the stage's samples
         why = f"the profiler failed: {type(exc).__name__}: {exc}"
         print(f"warning: kernel-busy {why}", file=sys.stderr)
         return math.nan, why
     if not kernels:
-        seen = Counter((str(e.device_type()), e.activity_type()) for e in events)
+        seen = Counter((str(e.device_type()), _activity(e)) for e in events)
         why = f"the profile recorded no CUDA kernel; events by (device, activity): {dict(seen)}"
         print(f"warning: kernel-busy {why}", file=sys.stderr)
         return math.nan, why

@@ -61,3 +61,33 @@ def test_a_metric_not_measured_says_why_in_the_skip():
         bench_stages._get(cache, "esm2", 1, "kernel_busy_percent")
     with pytest.raises(NotImplementedError, match="not measured on this host$"):
         bench_stages._get(cache, "dnabert", 1, "kernel_busy_percent")
+
+
+class _Event:
+    """A profiler event as torch 2.13 gives it (with activity_type) or 2.11 (without)."""
+
+    def __init__(self, name, device, activity=None, annotation=False):
+        self._name, self._device, self._annotation = name, device, annotation
+        if activity is not None:
+            self.activity_type = lambda: activity
+
+    def name(self):
+        return self._name
+
+    def device_type(self):
+        return self._device
+
+    def is_user_annotation(self):
+        return self._annotation
+
+
+@pytest.mark.parametrize("with_activity", [True, False])
+def test_kernels_are_told_from_copies_fills_annotations_and_host_events(with_activity):
+    import torch
+
+    cuda, cpu = torch.autograd.DeviceType.CUDA, torch.autograd.DeviceType.CPU
+    events = [("ampere_bf16_gemm", cuda, "kernel", False), ("Memcpy HtoD (Pageable -> Device)", cuda, "gpu_memcpy", False),
+              ("Memset (Device)", cuda, "gpu_memset", False), ("esm2_layer", cuda, "gpu_user_annotation", True),
+              ("aten::mm", cpu, "cpu_op", False), ("triton_add_norm", cuda, "kernel", False)]
+    got = [sampling.is_kernel(_Event(n, d, a if with_activity else None, u)) for n, d, a, u in events]
+    assert got == [True, False, False, False, False, True]
