@@ -185,8 +185,9 @@ class TrackPredictedSpeedup(_OneRun):
     Version 3: spawning counted, writes cost rank 0 its time at every N (version 2 left both
     out; version 1 divided two replays)."""
     METHOD = ("measured 1-GPU wall / (that wall - replay(1 rank) + replay(n_gpus ranks) + spawn(n_gpus)); "
-              "spawn: 3 spawned 1-worker runs of few_reads against 3 in-process (medians): start-up to the "
-              "process group, times n_gpus / cores where the ranks outnumber the cores, plus the rest of the wall")
+              "spawn: 3 spawned 1-worker runs of few_reads against 3 in-process (medians, replay.measured_spawn): "
+              "start-up from the command's torch import to the models loaded, times n_gpus / cores where the "
+              "ranks outnumber the cores, plus the rest from the last result written to the end")
     params = [[n for n in common.N_GPUS if n > 1]]
     param_names = ["n_gpus"]
     unit = "x"
