@@ -54,6 +54,7 @@ def main(argv=None) -> int:
     result = {"date": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"), "commit": commit,
               "gpu": gpu, "cores": cores, "wall": wall, "ahead": run["ahead"], "spawn": spawn._asdict(),
               "inputs": [{"input": r.get("input"), "ranges": len(i.ranges), "range_seconds": round(sum(i.ranges), 3),
+                          "each_range": [round(x, 4) for x in i.ranges],
                           "write": round(i.write, 3), "seconds": r.get("seconds"),
                           "startup_seconds": r.get("startup_seconds")} for r, i in zip(per_input, inputs)],
               "terms": {n: {k: round(v, 3) if isinstance(v, float) else v for k, v in r.items()} for n, r in rows.items()}}
