@@ -1,8 +1,9 @@
 #!/usr/bin/env bash
 # What issue 30 still needs of a device, run in the device's copy of the tree, in order of value:
-# the head's end-to-end run, the end-to-end history (three more first-parent commits before A = 5bb6dd9; Q = the head of main
-# and A were measured on 2026-12-06), the stage history (four more commits: 12 of the 15 asked are
-# in results/h100-x1), Q's stages, then gpu_report's layouts section with the call's time left.
+# the head's end-to-end run, the end-to-end history (one more first-parent commit before A = 5bb6dd9;
+# A, A~1, A~2 and the heads 3e0d9a6 and 3347631 are measured), the stage history (four more commits:
+# 13 of the 15 asked are in results/h100-x1, c42e46a's too), Q's stages, then gpu_report's layouts
+# section with the call's time left.
 # Items already done are skipped, so the same call can be repeated after the device's 10-minute
 # limit cut it.  Everything lands in $OUT.  A stage item takes ~60 s on an H100, an end-to-end
 # item ~140 s.
@@ -23,14 +24,14 @@ ST='^bench_stages\.(TrackTranslate\.|.*, 1\)$)'
 PR='^bench_predict\.(TimeStartup\.time_startup\(1\)|TimePredict\.time_predict\(1, True\)'
 PR+='|TrackPredictThroughput\.track_predict_throughput\(1\)|TrackPredictedSpeedup\.track_predicted_speedup\((2|4|8)\))$'
 # A~k is the k-th first-parent ancestor, resolved by gpu_session.sh.
-# Q's end-to-end run first: it also gives track_predicted_speedup version 3 (issue 29) its first value.
+# Q's end-to-end run first: the head's time_predict and track_predicted_speedup (issue 29).
 items=("$Q:$PR")
 gpu=$(nvidia-smi --query-gpu=name --format=csv,noheader 2>/dev/null | head -1)
 if [[ "$gpu" == *H200* ]]; then
   # h200-x1's history stops at a30f379 (2026-12-03): the head and A there, stages then end to end.
   items+=("$Q:$ST" "$A:$ST" "$A:$PR")
 else
-  for k in 1 2 3; do items+=("$A~$k:$PR"); done
+  items+=("$A~3:$PR")  # A~1 and A~2 measured 2026-12-07
   for k in 9 10 15 18; do items+=("$A~$k:$ST"); done
   items+=("$Q:$ST")
 fi
