@@ -182,8 +182,11 @@ class TrackPredictedSpeedup(_OneRun):
     bound: NCCL's group of N and N ranks reading the model files at once need N GPUs to be seen.
     scripts/check_thresholds.py prints it beside a speedup not measured.  NaN for a commit whose
     runs record no queue or that cannot spawn one worker on request.
-    Version 3: spawning counted, writes cost rank 0 its time at every N (version 2 left both
-    out; version 1 divided two replays)."""
+    Version 4: the spawn term from each run's marks (replay.measured_spawn: start-up from the
+    command's torch import to the models loaded, the rest after the last result written);
+    version 3 took it from the walls (start-up to the process group, the rest of the wall
+    difference); version 3 first counted spawning and rank 0's writes at every N (version 2 left
+    both out; version 1 divided two replays)."""
     METHOD = ("measured 1-GPU wall / (that wall - replay(1 rank) + replay(n_gpus ranks) + spawn(n_gpus)); "
               "spawn: 3 spawned 1-worker runs of few_reads against 3 in-process (medians, replay.measured_spawn): "
               "start-up from the command's torch import to the models loaded, times n_gpus / cores where the "
@@ -191,7 +194,7 @@ class TrackPredictedSpeedup(_OneRun):
     params = [[n for n in common.N_GPUS if n > 1]]
     param_names = ["n_gpus"]
     unit = "x"
-    version = "3"
+    version = "4"
 
     def setup_cache(self):
         """time_predict's 1-GPU run when it ran in this `asv run`, else a run of its own."""
