@@ -12,7 +12,7 @@ import pytest
 
 from conftest import DATA, ROOT
 from test_reliability import INPUTS, OPTS, STEMS, assert_same_results, launch, predict, saved
-from virnucpro import checkpoint, faults
+from virnucpro import checkpoint, faults, settings
 
 
 def timeline(out, stems=STEMS) -> dict:
@@ -52,7 +52,9 @@ def test_the_queue_is_recorded_in_run_json(baseline):
     assert first[-1]["end"] <= second[0]["start"]
 
 
-def test_a_slow_rank_takes_fewer_ranges_and_the_results_are_the_same(baseline, tmp_path):
+@pytest.mark.parametrize("early", ["0", "1"], ids=["spawned", "forked-early"])
+def test_a_slow_rank_takes_fewer_ranges_and_the_results_are_the_same(baseline, tmp_path, monkeypatch, early):
+    monkeypatch.setenv(settings.EARLY_WORKERS, early)  # workers spawned, or forked from the fork server
     out = tmp_path / "out"
     err = run_with(out, "esm2:*:sleep0.6@1", "--cpu-workers", "2")
     # the workers and the launcher leave without the interpreter's teardown: nothing of it on stderr

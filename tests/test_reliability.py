@@ -17,7 +17,7 @@ import torch
 from Bio import SeqIO
 
 from conftest import DATA, ROOT
-from virnucpro import checkpoint, embed, faults, trace
+from virnucpro import checkpoint, embed, faults, settings, trace
 from virnucpro.cli import main
 from virnucpro.presets import PRESETS
 
@@ -225,14 +225,21 @@ def test_the_cause_of_a_failure_is_not_a_peers_consequence(tmp_path):
 
 
 def _children(pid):
-    kids = []
+    """(pid, state) of every process below `pid`: a spawned worker is its child, a worker forked
+    from the fork server (VIRNUCPRO_EARLY_WORKERS=1) its grandchild."""
+    parents = {}
     for stat in Path("/proc").glob("[0-9]*/stat"):
         try:
             fields = stat.read_text().rsplit(")", 1)[1].split()
         except OSError:
             continue
-        if int(fields[1]) == pid:
-            kids.append((int(stat.parent.name), fields[0]))
+        parents[int(stat.parent.name)] = (int(fields[1]), fields[0])
+    kids, todo = [], [pid]
+    while todo:
+        below = [(p, state) for p, (parent, state) in parents.items() if parent == todo[-1]]
+        todo.pop()
+        kids += below
+        todo += [p for p, _ in below]
     return kids
 
 
@@ -243,7 +250,11 @@ def _alive(pid):
         return False
 
 
-def test_second_run_is_refused_and_workers_die_with_their_main(baseline, tmp_path, capsys):
+@pytest.mark.parametrize("early", ["0", "1"], ids=["spawned", "forked-early"])
+def test_second_run_is_refused_and_workers_die_with_their_main(baseline, tmp_path, capsys, monkeypatch, early):
+    """Forked early (VIRNUCPRO_EARLY_WORKERS=1), the workers are the fork server's children: they
+    must die with the launcher all the same."""
+    monkeypatch.setenv(settings.EARLY_WORKERS, early)
     out = tmp_path / "out"
     p = launch(out, "esm2:2:stop@1", "--cpu-workers", "2")  # rank 1 freezes; the run holds its lock
     deadline = time.monotonic() + 120

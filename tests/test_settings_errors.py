@@ -68,3 +68,27 @@ def test_mkl_defaults_leave_a_user_setting_alone(monkeypatch):
     import os
     assert (os.environ["MKL_CBWR"], os.environ["MKL_DYNAMIC"]) == ("COMPATIBLE", "FALSE")
     assert os.environ["OMP_WAIT_POLICY"] == "PASSIVE"  # waiting threads sleep: no spinning against another run
+
+
+@pytest.mark.parametrize("name", [settings.EARLY_WORKERS, settings.SPAWN_ONE])
+def test_the_process_switches_are_off_by_default_and_take_0_or_1(monkeypatch, name):
+    read = {settings.EARLY_WORKERS: settings.early_workers, settings.SPAWN_ONE: settings.spawn_one}[name]
+    monkeypatch.delenv(name, raising=False)
+    assert read() is False
+    monkeypatch.setenv(name, "1")
+    assert read() is True
+    monkeypatch.setenv(name, "yes")
+    with pytest.raises(errors.SettingError, match=f"{name}='yes': expected 0 or 1"):
+        read()
+
+
+@pytest.mark.parametrize("gpus, cpu_workers, spawns", [
+    (None, None, False), ("1", None, False), ("3,", None, False), ("2", None, True), ("0,2", None, True),
+    ("all", None, True), (None, 2, True)])
+def test_the_fork_server_starts_only_for_a_run_that_may_start_workers(monkeypatch, gpus, cpu_workers, spawns):
+    from types import SimpleNamespace
+
+    from virnucpro import cli
+
+    monkeypatch.delenv(settings.SPAWN_ONE, raising=False)
+    assert cli._may_spawn(SimpleNamespace(gpus=gpus, cpu_workers=cpu_workers)) is spawns

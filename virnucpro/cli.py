@@ -141,6 +141,15 @@ def cmd_predict(args) -> int:
             data.release()  # the temp copies of the inputs, once every rank is done; each rank removes its spools
 
 
+def _may_spawn(args) -> bool:
+    """Whether the run may start workers, told before torch is imported: CPU workers, one spawned
+    worker on request, or --gpus naming more than one GPU ('all' may)."""
+    if args.cpu_workers is not None or settings.spawn_one():
+        return True
+    spec = (args.gpus or "").strip().lower()
+    return spec == "all" or len([x for x in spec.split(",") if x.strip()]) > 1 or (spec.isdigit() and int(spec) > 1)
+
+
 def _predict(args, out: Path, ranked, inputs) -> int:
     from virnucpro.outputs import package_commit
 
@@ -150,6 +159,10 @@ def _predict(args, out: Path, ranked, inputs) -> int:
             raise InputError(f"{piped[0]}: under torchrun every rank reads the inputs itself, and a pipe or stdin "
                              "can be read only once; pass a regular file")
 
+    if ranked is None and settings.early_workers() and _may_spawn(args):
+        from virnucpro import forkserver
+
+        forkserver.start()  # its workers import torch while this process does
     import torch
 
     from virnucpro import checkpoint, embed, parallel, pipeline

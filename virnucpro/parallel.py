@@ -21,7 +21,7 @@ import numpy as np
 import torch
 import torch.distributed as dist
 
-from virnucpro import settings, trace
+from virnucpro import forkserver, settings, trace
 from virnucpro.errors import InputError, WorkerError
 
 
@@ -125,6 +125,9 @@ def _die_with_parent(parent: int) -> None:
 def _spawned(local: int, fn, args, world: int, port: int, gpus: list[int] | None, parent: int):
     trace.mark("worker_start", trace.process_started_unix())
     _die_with_parent(parent)
+    # Only the launcher answers a terminal's Ctrl-C (it stops the workers); a spawned worker has
+    # SIGINT blocked from its start (spawn), a forked one from here.
+    signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGINT})
     # Pin the worker to its GPU before CUDA starts: it then sees exactly that one device as cuda:0.
     if gpus is not None:
         os.environ["CUDA_VISIBLE_DEVICES"] = str(gpus[local])
@@ -154,10 +157,12 @@ def spawn(fn, args: tuple, world: int, gpus: list[int] | None) -> None:
     # taken by another run on this node before rank 0 bound it (EADDRINUSE).
     store = dist.TCPStore("127.0.0.1", 0, is_master=True, wait_for_workers=False) if world > 1 else None
     ctx = None
+    server = forkserver.pid() if settings.early_workers() else None  # the workers' parent, if forked
     try:
         with _sigint_blocked():
-            ctx = mp.start_processes(_spawned, args=(fn, args, world, store.port if store else 0, gpus, os.getpid()),
-                                     nprocs=world, join=False, start_method="spawn")
+            ctx = mp.start_processes(_spawned, args=(fn, args, world, store.port if store else 0, gpus,
+                                                     server or os.getpid()),
+                                     nprocs=world, join=False, start_method="forkserver" if server else "spawn")
         while not ctx.join():
             pass
     except (mp.ProcessRaisedException, mp.ProcessExitedException) as e:
@@ -170,6 +175,8 @@ def spawn(fn, args: tuple, world: int, gpus: list[int] | None) -> None:
         for path in ctx.error_files if ctx is not None else ():
             with suppress(OSError):
                 os.unlink(path)
+        if server:
+            forkserver.stop()
 
 
 @contextmanager

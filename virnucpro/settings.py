@@ -24,6 +24,7 @@ from virnucpro.errors import SettingError
 
 TRACE = "VIRNUCPRO_TRACE"
 SPAWN_ONE = "VIRNUCPRO_SPAWN_ONE"
+EARLY_WORKERS = "VIRNUCPRO_EARLY_WORKERS"
 TEST_FAULT = "VIRNUCPRO_TEST_FAULT"
 COMPILE_THREADS = "TORCHINDUCTOR_COMPILE_THREADS"
 
@@ -109,6 +110,16 @@ def spawn_one() -> bool:
     value = os.environ.get(SPAWN_ONE, "")
     if value not in ("", "0", "1"):
         raise SettingError(f"{SPAWN_ONE}={value!r}: expected 0 or 1")
+    return value == "1"
+
+
+def early_workers() -> bool:
+    """VIRNUCPRO_EARLY_WORKERS=1: a run of several processes forks its workers from a server that
+    imports torch while the launcher does (virnucpro/forkserver.py), instead of spawning
+    interpreters that import it after; off by default until N GPUs have measured it."""
+    value = os.environ.get(EARLY_WORKERS, "")
+    if value not in ("", "0", "1"):
+        raise SettingError(f"{EARLY_WORKERS}={value!r}: expected 0 or 1")
     return value == "1"
 
 
