@@ -103,24 +103,26 @@ def _whole(name: str, text: str, low: int) -> int:
     return value
 
 
+def _switch(name: str) -> bool:
+    """An on/off setting: unset, empty or 0 is off, 1 is on, anything else one line, exit code 2."""
+    value = os.environ.get(name, "")
+    if value not in ("", "0", "1"):
+        raise SettingError(f"{name}={value!r}: expected 0 or 1")
+    return value == "1"
+
+
 def spawn_one() -> bool:
     """VIRNUCPRO_SPAWN_ONE=1: one GPU (or the CPU without --cpu-workers) runs in a spawned worker,
     as each of N ranks does, instead of in this process: what spawning costs a run, measured
     against the in-process run (the scaling prediction, virnucpro/replay.py)."""
-    value = os.environ.get(SPAWN_ONE, "")
-    if value not in ("", "0", "1"):
-        raise SettingError(f"{SPAWN_ONE}={value!r}: expected 0 or 1")
-    return value == "1"
+    return _switch(SPAWN_ONE)
 
 
 def early_workers() -> bool:
     """VIRNUCPRO_EARLY_WORKERS=1: a run of several processes forks its workers from a server that
     imports torch while the launcher does (virnucpro/forkserver.py), instead of spawning
     interpreters that import it after; off by default until N GPUs have measured it."""
-    value = os.environ.get(EARLY_WORKERS, "")
-    if value not in ("", "0", "1"):
-        raise SettingError(f"{EARLY_WORKERS}={value!r}: expected 0 or 1")
-    return value == "1"
+    return _switch(EARLY_WORKERS)
 
 
 def rank_env() -> tuple[int, int, int] | None:
