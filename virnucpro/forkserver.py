@@ -18,6 +18,19 @@ from contextlib import suppress
 PRELOAD = ["virnucpro.forkserver_guard", "torch", "torch.distributed", "virnucpro.cli", "virnucpro.pipeline"]
 
 
+def die_with_parent() -> bool:
+    """SIGKILL this process when the thread that started it exits (prctl PR_SET_PDEATHSIG);
+    False where that cannot be set (not Linux).  For a spawned or forked worker and for the fork
+    server itself; here because neither the server's preload nor this module may import torch."""
+    try:
+        import ctypes
+
+        ctypes.CDLL(None, use_errno=True).prctl(1, signal.SIGKILL)
+    except (OSError, AttributeError):
+        return False
+    return True
+
+
 def start() -> None:
     """The fork server, importing PRELOAD in its own process; returns at once."""
     multiprocessing.get_context("forkserver").set_forkserver_preload(PRELOAD)

@@ -2,10 +2,6 @@
 the launcher that started it, and so its workers with it (each has PR_SET_PDEATHSIG towards the
 server, parallel._die_with_parent).  Left alone, a server whose launcher was killed stayed up
 with a stopped worker under it (2026-12-07).  Linux only; elsewhere this does nothing."""
-import ctypes
-import signal
+from virnucpro.forkserver import die_with_parent
 
-try:
-    ctypes.CDLL(None, use_errno=True).prctl(1, signal.SIGKILL)  # PR_SET_PDEATHSIG
-except (OSError, AttributeError):
-    pass
+die_with_parent()

@@ -112,11 +112,7 @@ def close_group() -> None:
 def _die_with_parent(parent: int) -> None:
     """A worker must not outlive a killed main process: it would keep writing into OUT after the
     lock is gone.  Linux only (prctl PR_SET_PDEATHSIG); elsewhere this does nothing."""
-    try:
-        import ctypes
-
-        ctypes.CDLL(None, use_errno=True).prctl(1, signal.SIGKILL)
-    except (OSError, AttributeError):
+    if not forkserver.die_with_parent():
         return
     if os.getppid() != parent:  # it died before prctl took effect
         os._exit(1)
