@@ -236,8 +236,8 @@ def _children(pid):
         parents[int(stat.parent.name)] = (int(fields[1]), fields[0])
     kids, todo = [], [pid]
     while todo:
-        below = [(p, state) for p, (parent, state) in parents.items() if parent == todo[-1]]
-        todo.pop()
+        above = todo.pop()
+        below = [(p, state) for p, (parent, state) in parents.items() if parent == above]
         kids += below
         todo += [p for p, _ in below]
     return kids

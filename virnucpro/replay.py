@@ -110,10 +110,10 @@ def phases(wall: float, path) -> tuple[float, float]:
 def measured_spawn(spawned: list, in_process: list) -> Spawn:
     """`Spawn` from runs of one short input, each a (wall seconds, VIRNUCPRO_TRACE file) pair:
     each term the median of the spawned runs' less the median of the in-process runs'."""
-    def median(runs, k):
-        return statistics.median(phases(w, t)[k] for w, t in runs)
+    def medians(runs):
+        return map(statistics.median, zip(*(phases(w, t) for w, t in runs)))
 
-    return Spawn(*(round(median(spawned, k) - median(in_process, k), 4) for k in (0, 1)))
+    return Spawn(*(round(a - b, 4) for a, b in zip(medians(spawned), medians(in_process))))
 
 
 def spawn_cost(spawn: Spawn, ranks: int, cores: int | None = None) -> float:

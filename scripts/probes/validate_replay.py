@@ -166,8 +166,8 @@ def main(argv=None) -> int:
                                        .splitlines() if ln.startswith("model name")), platform.processor())},
               "formula": "wall(1) - replay(1) + replay(N) + spawn(N), spawn(N) measured with --cpu-workers N on the "
                          "short input (replay.measured_spawn: from the torch import to the last rank's models, "
-                         "and from the last result written to the end); from_one_worker: spawn(N) = startup * max(1, N / cores) + rest of one "
-                         "spawned worker (what a 1-GPU host can measure)",
+                         "and from the last result written to the end); from_one_worker: spawn(N) = "
+                         "startup * max(1, N / cores) + rest of one spawned worker (what a 1-GPU host can measure)",
               "spawn": spawn, "repeat": args.repeat, "interleaved": True, "workloads": workloads}
     text = json.dumps(result, indent=1) + "\n"
     if args.out:
